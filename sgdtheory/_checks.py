@@ -1,0 +1,179 @@
+"""Input validation shared by every module.
+
+House rule (STYLE.md): *static* facts (shapes, ranks, option names) raise ``ValueError`` always, also
+under ``jit``/``vmap``/``grad``; *value* conditions (symmetry, positive semidefiniteness, a learning
+rate inside the stability bound) raise eagerly whenever the values are concrete, and are skipped
+when they are traced (the caller can then use a predicate such as
+:func:`sgdtheory.quadratic.max_stable_lr`).  Messages are written for a student: they say what was
+expected, what was received and, for stability, the value of the bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "is_concrete",
+    "concrete_value",
+    "as_float_array",
+    "square_matrix",
+    "check_symmetric",
+    "check_psd",
+    "check_spd",
+    "check_vector",
+    "check_positive",
+    "check_nonnegative",
+    "check_momentum",
+    "check_lr_below",
+    "check_int",
+]
+
+
+def is_concrete(x: Any) -> bool:
+    """True when ``x`` has a concrete value (not a tracer inside jit/vmap/grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def concrete_value(x: Any):
+    """``x`` as a NumPy value when concrete, else ``None``."""
+    if not is_concrete(x):
+        return None
+    try:
+        return np.asarray(x)
+    except Exception:  # pragma: no cover - exotic array types
+        return None
+
+
+def as_float_array(x: Any) -> jax.Array:
+    """``x`` as a floating JAX array (integers promoted to the default float dtype)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def square_matrix(name: str, x: Any) -> jax.Array:
+    """Check that ``x`` is a 2-D square matrix (a shape check: also applies under jit)."""
+    x = as_float_array(x)
+    if x.ndim != 2 or x.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"{name} must be a square (D, D) matrix; got an array of shape {tuple(x.shape)}."
+        )
+    return x
+
+
+def check_vector(name: str, x: Any, dim: int) -> jax.Array:
+    """Check that ``x`` is a vector of length ``dim``."""
+    x = as_float_array(x)
+    if x.shape != (dim,):
+        raise ValueError(f"{name} must have shape ({dim},); got shape {tuple(x.shape)}.")
+    return x
+
+
+def _scale(v: np.ndarray) -> float:
+    return float(max(1.0, np.max(np.abs(v)))) if v.size else 1.0
+
+
+def check_symmetric(name: str, x: jax.Array, rtol: float = 1e-8) -> None:
+    """Raise if a concrete matrix is not symmetric to relative tolerance ``rtol``."""
+    v = concrete_value(x)
+    if v is None:
+        return
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} contains NaN or infinite entries.")
+    asym = float(np.max(np.abs(v - v.T))) if v.size else 0.0
+    if asym > rtol * _scale(v):
+        raise ValueError(
+            f"{name} must be symmetric; max |{name} - {name}^T| = {asym:.3g}. "
+            f"A Hessian or covariance is symmetric: pass (M + M.T) / 2 if the asymmetry is round-off."
+        )
+
+
+def check_psd(name: str, x: jax.Array, rtol: float = 1e-10) -> None:
+    """Raise if a concrete matrix is not symmetric positive semidefinite."""
+    check_symmetric(name, x)
+    v = concrete_value(x)
+    if v is None or v.size == 0:
+        return
+    eig = np.linalg.eigvalsh(v)
+    if eig[0] < -rtol * _scale(eig):
+        raise ValueError(
+            f"{name} must be positive semidefinite (a covariance); its smallest eigenvalue is "
+            f"{eig[0]:.4g} < 0."
+        )
+
+
+def check_spd(name: str, x: jax.Array, rtol: float = 1e-12) -> None:
+    """Raise if a concrete matrix is not symmetric positive definite."""
+    check_symmetric(name, x)
+    v = concrete_value(x)
+    if v is None or v.size == 0:
+        return
+    eig = np.linalg.eigvalsh(v)
+    if eig[0] <= rtol * _scale(eig):
+        raise ValueError(
+            f"{name} must be positive definite; its smallest eigenvalue is {eig[0]:.4g}."
+        )
+
+
+def check_positive(name: str, x: Any) -> None:
+    """Raise if a concrete scalar (or every entry of an array) is not > 0."""
+    v = concrete_value(x)
+    if v is None:
+        return
+    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+        raise ValueError(f"{name} must be > 0; got {_fmt(v)}.")
+
+
+def check_nonnegative(name: str, x: Any) -> None:
+    """Raise if a concrete scalar (or every entry of an array) is negative."""
+    v = concrete_value(x)
+    if v is None:
+        return
+    if not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise ValueError(f"{name} must be >= 0; got {_fmt(v)}.")
+
+
+def check_momentum(x: Any, name: str = "momentum") -> None:
+    """Raise if a concrete momentum is outside [0, 1)."""
+    v = concrete_value(x)
+    if v is None:
+        return
+    if not np.all(np.isfinite(v)) or np.any(v < 0) or np.any(v >= 1):
+        raise ValueError(f"{name} must lie in [0, 1); got {_fmt(v)}.")
+
+
+def check_int(name: str, x: Any, minimum: int = 0) -> int:
+    """A static integer argument (shapes, step counts): must be a Python/NumPy int >= minimum."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer; got {x!r}.")
+    if x < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {x}.")
+    return int(x)
+
+
+def check_lr_below(lr: Any, bound: Any, bound_expr: str, what: str = "is unstable") -> None:
+    """Raise when a concrete learning rate is at or past a stability bound.
+
+    The message names the bound and its value, e.g. ``lr=0.7 >= 2/h_max = 0.6667``.
+    """
+    lr_v, b_v = concrete_value(lr), concrete_value(bound)
+    if lr_v is None or b_v is None:
+        return
+    lr_v, b_v = np.asarray(lr_v), np.asarray(b_v)
+    if np.any(lr_v >= b_v):
+        raise ValueError(
+            f"lr={_fmt(lr_v)} >= {bound_expr} = {_fmt(b_v)}: the dynamics {what} at this learning "
+            f"rate (no stationary state exists). Use lr < {_fmt(b_v)}."
+        )
+
+
+def _fmt(v: Any) -> str:
+    v = np.asarray(v)
+    if v.ndim == 0:
+        return f"{float(v):.4g}"
+    return np.array2string(v, precision=4, threshold=6)

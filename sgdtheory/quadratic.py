@@ -1,0 +1,553 @@
+r"""Exact stationary theory of linear optimizers on a quadratic with additive gradient noise.
+
+Conventions (``docs/conventions.md``): the loss is
+:math:`L(w) = \tfrac12 (w - w^*)^\top H (w - w^*)`; each step sees the stochastic gradient
+:math:`\hat g = \nabla L(w) + \gamma w + \xi` with :math:`\mathbb E\xi = 0`,
+:math:`\operatorname{Cov}\xi = C` -- the covariance of the gradient *actually used in one step*
+(already divided by the batch size) -- and :math:`\gamma` the coupled weight decay.  An optional
+symmetric positive-definite preconditioner :math:`P` multiplies the update.  Momentum follows the
+optax/PyTorch convention :math:`m \leftarrow \mu m + \hat g,\; w \leftarrow w - \lambda P m`.
+
+Every optimizer here is *linear in its state*: with :math:`x = (w - w_\infty, \text{buffers})`,
+one step is :math:`x \leftarrow M x + B\xi`, so the stationary covariance solves the discrete
+Lyapunov equation
+
+.. math:: X = M X M^\top + B C B^\top ,
+
+which has a unique solution iff the spectral radius :math:`\rho(M) < 1`; :math:`\Sigma` is the
+``w``-``w`` block of :math:`X`.  The preconditioner is removed by the change of variables
+:math:`w = P^{1/2} v`, which turns the problem into the same optimizer on
+:math:`H' = P^{1/2}(H + \gamma I)P^{1/2}` with noise :math:`C' = P^{1/2} C P^{1/2}`.  In the
+eigenbasis of :math:`H'` the transition matrix splits into one :math:`k\times k` block per
+eigenvalue (``k`` = number of state vectors: 1 for SGD, 2 for heavy ball/Nesterov, 3 for PNM), so
+each pair of eigen-directions solves a :math:`k^2\times k^2` system
+(:func:`sgdtheory._linalg.pairwise_stein`); for plain SGD this is Liu, Ziyin & Ueda (2021),
+Thm 1 in closed form:
+
+.. math:: \tilde\Sigma_{ij} = \frac{\lambda\,\tilde C_{ij}}{h_i + h_j - \lambda h_i h_j},
+          \qquad \tilde C = U^\top C U .
+
+A new linear optimizer is a :class:`LinearOptimizer`: a function returning ``(M, B)`` for a
+curvature matrix ``h`` (called with ``(1, 1)`` blocks in the eigenbasis route and with the full
+``(D, D)`` matrix in the dense route), plus optionally its closed-form stability bound.
+
+References:
+  Liu, Ziyin & Ueda, "Noise and fluctuation of finite learning rate stochastic gradient descent",
+  ICML 2021 (arXiv:2012.03636), Thms 1-3, Cor 1.
+  Mandt, Hoffman & Blei, "Stochastic gradient descent as approximate Bayesian inference",
+  JMLR 18 (2017) -- the continuous-time limit.
+  Xie, Yuan, Sato & Sugiyama, "Positive-negative momentum", ICML 2021 (arXiv:2103.17182).
+  Foret et al., "Sharpness-aware minimization", ICLR 2021; Andriushchenko & Flammarion (2022)
+  for the unnormalized variant.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from sgdtheory import _checks
+from sgdtheory._linalg import pairwise_stein, solve_discrete_lyapunov, spectral_radius
+
+__all__ = [
+    "LinearOptimizer",
+    "sgd",
+    "heavy_ball",
+    "nesterov",
+    "pnm",
+    "usam",
+    "stationary_covariance",
+    "stationary_covariance_continuous",
+    "covariance_after",
+    "max_stable_lr",
+    "stationary_loss",
+    "is_stable",
+    "transition_matrices",
+]
+
+
+class LinearOptimizer(NamedTuple):
+    """An optimizer whose one step on a quadratic is linear in its state.
+
+    Attributes:
+      name: short name, used in messages.
+      state_size: ``k``, the number of ``D``-vectors in the state; the first is ``w - w_inf``.
+      matrices: ``matrices(h, lr) -> (M, B)`` for a symmetric curvature matrix ``h`` of shape
+        ``(n, n)``: ``M`` is ``(k n, k n)`` and ``B`` is ``(k n, n)``, so that one step is
+        ``x <- M x + B xi`` with ``xi`` the gradient noise.  Must be built from ``h`` with jnp
+        operations only (it is vmapped over eigenvalues and differentiated).
+      lr_bound: optional ``lr_bound(h_max) -> lr*``: the closed-form largest stable learning rate
+        for a spectrum in ``(0, h_max]``; ``None`` means "find it numerically".
+      bound_expr: how the bound reads in error messages, e.g. ``"2(1+mu)/h_max"``.
+      hyper: the hyperparameters, for display.
+    """
+
+    name: str
+    state_size: int
+    matrices: Callable[[jax.Array, Any], tuple[jax.Array, jax.Array]]
+    lr_bound: Callable[[Any], Any] | None = None
+    bound_expr: str = "the stability bound"
+    hyper: dict = {}
+
+
+def _eye(h):
+    return jnp.eye(h.shape[0], dtype=h.dtype)
+
+
+def sgd() -> LinearOptimizer:
+    r"""Plain SGD: :math:`w \leftarrow w - \lambda \hat g`; :math:`M = I - \lambda H`, :math:`B = -\lambda I`.
+
+    Stable iff :math:`0 < \lambda h < 2` for every eigenvalue.
+    """
+
+    def matrices(h, lr):
+        eye = _eye(h)
+        return eye - lr * h, -lr * eye
+
+    return LinearOptimizer("sgd", 1, matrices, lambda h_max: 2.0 / h_max, "2/h_max", {})
+
+
+def heavy_ball(momentum) -> LinearOptimizer:
+    r"""Heavy-ball momentum, optax/PyTorch convention (``optax.sgd(lr, momentum)``).
+
+    :math:`m \leftarrow \mu m + \hat g,\ w \leftarrow w - \lambda m`; state ``(w, m)``:
+
+    .. math:: M = \begin{pmatrix} I - \lambda H & -\lambda\mu I \\ H & \mu I\end{pmatrix},\quad
+              B = \begin{pmatrix} -\lambda I \\ I \end{pmatrix}.
+
+    Stable iff :math:`0 < \lambda h < 2(1 + \mu)` (Liu, Ziyin & Ueda 2021, Sec. 4.5).
+    """
+    _checks.check_momentum(momentum)
+    mu = momentum
+
+    def matrices(h, lr):
+        eye = _eye(h)
+        m = jnp.block([[eye - lr * h, -lr * mu * eye], [h, mu * eye]])
+        b = jnp.concatenate([-lr * eye, eye], axis=0)
+        return m, b
+
+    return LinearOptimizer(
+        "heavy_ball", 2, matrices, lambda h_max: 2.0 * (1.0 + mu) / h_max, "2(1+momentum)/h_max",
+        {"momentum": momentum},
+    )
+
+
+def nesterov(momentum) -> LinearOptimizer:
+    r"""Nesterov momentum as in ``optax.sgd(lr, momentum, nesterov=True)``.
+
+    :math:`m \leftarrow \mu m + \hat g,\ w \leftarrow w - \lambda(\hat g + \mu m)`, i.e.
+    :math:`w \leftarrow w - \lambda[(1+\mu)\hat g + \mu^2 m_{\text{old}}]`; state ``(w, m)``:
+
+    .. math:: M = \begin{pmatrix} I - \lambda(1+\mu) H & -\lambda\mu^2 I \\ H & \mu I\end{pmatrix},
+              \quad B = \begin{pmatrix} -\lambda(1+\mu) I \\ I \end{pmatrix}.
+
+    Characteristic polynomial per eigenvalue :math:`z^2 - (1+\mu)(1-\lambda h)z + \mu(1-\lambda h)`;
+    the Jury conditions give stability iff :math:`0 < \lambda h < 2(1+\mu)/(1+2\mu)`.
+    """
+    _checks.check_momentum(momentum)
+    mu = momentum
+
+    def matrices(h, lr):
+        eye = _eye(h)
+        m = jnp.block([[eye - lr * (1 + mu) * h, -lr * mu**2 * eye], [h, mu * eye]])
+        b = jnp.concatenate([-lr * (1 + mu) * eye, eye], axis=0)
+        return m, b
+
+    return LinearOptimizer(
+        "nesterov", 2, matrices, lambda h_max: 2.0 * (1.0 + mu) / ((1.0 + 2.0 * mu) * h_max),
+        "2(1+momentum)/((1+2 momentum) h_max)", {"momentum": momentum},
+    )
+
+
+def pnm(beta0, beta1) -> LinearOptimizer:
+    r"""Positive-negative momentum (Xie, Yuan, Sato & Sugiyama 2021, Algorithm "SGD-PNM").
+
+    Two momentum buffers updated on alternate steps, written time-invariantly with the state
+    :math:`(w, m_{t-1}, m_{t-2})`:
+
+    .. math::
+        m_t = \beta_1^2 m_{t-2} + (1 - \beta_1^2)\hat g_t,\qquad
+        w \leftarrow w - \frac{\lambda}{\sqrt{(1+\beta_0)^2 + \beta_0^2}}
+        \big[(1+\beta_0) m_t - \beta_0 m_{t-1}\big].
+
+    ``beta0 >= 0`` sets the negative-momentum weight, ``beta1`` in [0, 1) the buffer decay.
+    Stability has no simple closed form: :func:`max_stable_lr` finds it numerically.
+    """
+    _checks.check_nonnegative("beta0", beta0)
+    _checks.check_momentum(beta1, "beta1")
+
+    def matrices(h, lr):
+        eye = _eye(h)
+        zero = jnp.zeros_like(h)
+        eta = lr / jnp.sqrt((1 + beta0) ** 2 + beta0**2)
+        a = eta * (1 + beta0) * (1 - beta1**2)
+        m = jnp.block(
+            [
+                [eye - a * h, eta * beta0 * eye, -eta * (1 + beta0) * beta1**2 * eye],
+                [(1 - beta1**2) * h, zero, beta1**2 * eye],
+                [zero, eye, zero],
+            ]
+        )
+        b = jnp.concatenate([-a * eye, (1 - beta1**2) * eye, zero], axis=0)
+        return m, b
+
+    return LinearOptimizer("pnm", 3, matrices, None, "the PNM stability bound",
+                           {"beta0": beta0, "beta1": beta1})
+
+
+def usam(radius) -> LinearOptimizer:
+    r"""Unnormalized SAM on a quadratic with additive noise (same minibatch for both gradients).
+
+    Ascent :math:`w_{adv} = w + \rho P\hat g(w)`, update :math:`w \leftarrow w - \lambda P \hat g(w_{adv})`.
+    With :math:`\hat g(w) = H w + \xi` both evaluations share :math:`\xi`, so
+    :math:`\hat g(w_{adv}) = (I + \rho H P)\hat g(w)`; in the preconditioned coordinates
+    :math:`M = I - \lambda(I + \rho H)H`, :math:`B = -\lambda(I + \rho H)`.  Stable iff
+    :math:`\lambda h(1 + \rho h) < 2` for every eigenvalue (``radius`` :math:`\rho \ge 0`).
+    """
+    _checks.check_nonnegative("radius", radius)
+
+    def matrices(h, lr):
+        eye = _eye(h)
+        amp = eye + radius * h
+        return eye - lr * amp @ h, -lr * amp
+
+    return LinearOptimizer(
+        "usam", 1, matrices, lambda h_max: 2.0 / (h_max * (1.0 + radius * h_max)),
+        "2/(h_max (1 + radius h_max))", {"radius": radius},
+    )
+
+
+def _resolve_optimizer(momentum, optimizer) -> LinearOptimizer:
+    if optimizer is not None:
+        if not isinstance(optimizer, LinearOptimizer):
+            raise ValueError(
+                "optimizer must be a sgdtheory.quadratic.LinearOptimizer (e.g. quadratic.nesterov(0.9)); "
+                f"got {type(optimizer).__name__}. (optax transformations go to the simulator.)"
+            )
+        if _checks.is_concrete(momentum) and np.any(np.asarray(momentum) != 0):
+            raise ValueError("pass either momentum= or optimizer=, not both.")
+        return optimizer
+    if _checks.is_concrete(momentum) and np.all(np.asarray(momentum) == 0):
+        return sgd()
+    return heavy_ball(momentum)
+
+
+class _Problem(NamedTuple):
+    h_eff: jax.Array  # P^{1/2}(H + gamma I)P^{1/2}
+    c_eff: jax.Array  # P^{1/2} C P^{1/2}
+    sqrt_p: jax.Array | None  # P^{1/2}, or None
+
+
+def _prepare(hessian, noise_cov, weight_decay, preconditioner, lr=None) -> _Problem:
+    """Validate shapes/values and remove weight decay and preconditioner (see module docstring)."""
+    h = _checks.square_matrix("hessian", hessian)
+    _checks.check_symmetric("hessian", h)
+    d = h.shape[0]
+    c = None
+    if noise_cov is not None:
+        c = _checks.square_matrix("noise_cov", noise_cov)
+        if c.shape != h.shape:
+            raise ValueError(
+                f"noise_cov has shape {tuple(c.shape)} but hessian has shape {tuple(h.shape)}; "
+                "they must match."
+            )
+        _checks.check_psd("noise_cov", c)
+    if lr is not None:
+        if jnp.ndim(lr) != 0:
+            raise ValueError(
+                f"lr must be a scalar; got shape {jnp.shape(lr)}. To sweep learning rates use "
+                "jax.vmap over lr."
+            )
+        _checks.check_positive("lr", lr)
+    if jnp.ndim(weight_decay) != 0:
+        raise ValueError(f"weight_decay must be a scalar; got shape {jnp.shape(weight_decay)}.")
+    h = h + weight_decay * jnp.eye(d, dtype=h.dtype)
+    sqrt_p = None
+    if preconditioner is not None:
+        p = _checks.square_matrix("preconditioner", preconditioner)
+        if p.shape != (d, d):
+            raise ValueError(
+                f"preconditioner has shape {tuple(p.shape)} but hessian has shape {(d, d)}."
+            )
+        _checks.check_spd("preconditioner", p)
+        e, u = jnp.linalg.eigh(0.5 * (p + p.T))
+        sqrt_p = (u * jnp.sqrt(e)) @ u.T
+        h = sqrt_p @ h @ sqrt_p
+        if c is not None:
+            c = sqrt_p @ c @ sqrt_p
+    h = 0.5 * (h + h.T)
+    hv = _checks.concrete_value(h)
+    if hv is not None:
+        e_min = float(np.linalg.eigvalsh(hv)[0]) if d else 1.0
+        if e_min <= 0:
+            what = "hessian + weight_decay*I" + (" (preconditioned)" if preconditioner is not None else "")
+            raise ValueError(
+                f"{what} must be positive definite for a stationary state to exist; its smallest "
+                f"eigenvalue is {e_min:.4g}. Along a flat or negative-curvature direction the "
+                "noise accumulates without bound."
+            )
+    return _Problem(h, c, sqrt_p)
+
+
+def _numeric_lr_bound(opt: LinearOptimizer, h_eigs: np.ndarray) -> float:
+    """Largest lr with rho(M(h_i)) < 1 for all eigenvalues, by bracketing + bisection (eager)."""
+    import scipy.optimize
+
+    blocks = jax.jit(jax.vmap(lambda hh, lr: opt.matrices(hh[None, None], lr)[0], in_axes=(0, None)))
+    hs = jnp.asarray(h_eigs)
+
+    def excess(lr):
+        ms = np.asarray(blocks(hs, lr))
+        return max(spectral_radius(mm) for mm in ms) - 1.0
+
+    lo = 1e-8 / float(np.max(h_eigs))
+    if excess(lo) >= 0:
+        return 0.0
+    hi = 1.0 / float(np.max(h_eigs))
+    for _ in range(200):
+        if excess(hi) >= 0:
+            break
+        lo, hi = hi, 2 * hi
+    else:  # pragma: no cover
+        return float("inf")
+    return float(scipy.optimize.brentq(excess, lo, hi, xtol=1e-14 * hi, rtol=1e-13))
+
+
+def _bound(opt: LinearOptimizer, h_eff):
+    e = jnp.linalg.eigvalsh(h_eff)
+    if opt.lr_bound is not None:
+        return opt.lr_bound(e[-1])
+    ev = _checks.concrete_value(e)
+    if ev is None:
+        raise ValueError(
+            f"max_stable_lr for optimizer {opt.name!r} has no closed form and is computed "
+            "numerically: call it outside jit/vmap/grad."
+        )
+    return jnp.asarray(_numeric_lr_bound(opt, ev))
+
+
+def max_stable_lr(hessian, *, momentum=0.0, weight_decay=0.0, preconditioner=None, optimizer=None):
+    r"""Largest learning rate for which the optimizer has a stationary state.
+
+    Plain SGD: :math:`2/h_{max}`; heavy ball: :math:`2(1+\mu)/h_{max}`; Nesterov:
+    :math:`2(1+\mu)/((1+2\mu)h_{max})`; unnormalized SAM: :math:`2/(h_{max}(1+\rho h_{max}))`,
+    where :math:`h_{max}` is the largest eigenvalue of :math:`P^{1/2}(H+\gamma I)P^{1/2}`.
+    For optimizers without a closed form (PNM, user-defined) the bound is found numerically from
+    :math:`\rho(M(h_i)) < 1` (eager only).  Stability is a property of :math:`M` alone: it does not
+    depend on the noise.
+
+    Example:
+      >>> import jax.numpy as jnp, sgdtheory as st
+      >>> float(st.max_stable_lr(jnp.diag(jnp.array([1.0, 3.0]))))
+      0.6666666666666666
+    """
+    opt = _resolve_optimizer(momentum, optimizer)
+    prob = _prepare(hessian, None, weight_decay, preconditioner)
+    return _bound(opt, prob.h_eff)
+
+
+def is_stable(hessian, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None, optimizer=None):
+    """``lr < max_stable_lr(...)`` as a (jit-able) boolean; the predicate to use inside ``jit``."""
+    return lr < max_stable_lr(hessian, momentum=momentum, weight_decay=weight_decay,
+                              preconditioner=preconditioner, optimizer=optimizer)
+
+
+def _check_stable(opt, prob, lr):
+    if not (_checks.is_concrete(lr) and _checks.is_concrete(prob.h_eff)):
+        return
+    bound = _bound(opt, prob.h_eff)
+    _checks.check_lr_below(lr, bound, opt.bound_expr)
+
+
+def transition_matrices(hessian, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None,
+                        optimizer=None):
+    """The dense ``(M, B)`` of the optimizer in the preconditioned coordinates ``v = P^{-1/2} w``.
+
+    Useful for custom analyses (e.g. the spectral radius, ``jnp.max(jnp.abs(jnp.linalg.eigvals(M)))``).
+    """
+    opt = _resolve_optimizer(momentum, optimizer)
+    prob = _prepare(hessian, None, weight_decay, preconditioner, lr)
+    return opt.matrices(prob.h_eff, lr)
+
+
+def _blocks(opt, h_eigs, lr):
+    """Per-eigenvalue (k, k) transition blocks and (k,) noise-input vectors."""
+    m, b = jax.vmap(lambda hh: opt.matrices(hh[None, None], lr))(h_eigs)
+    return m, b[..., 0]
+
+
+def _from_eigenbasis(sig_tilde, u, sqrt_p):
+    sig = u @ sig_tilde @ u.T
+    if sqrt_p is not None:
+        sig = sqrt_p @ sig @ sqrt_p
+    return 0.5 * (sig + sig.T)
+
+
+def stationary_covariance(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=0.0,
+                          preconditioner=None, optimizer=None, method: str = "eigh"):
+    r"""Exact stationary covariance :math:`\Sigma = \operatorname{Cov}(w)` of discrete-time SGD.
+
+    Solves :math:`X = M X M^\top + B C B^\top` for the optimizer's transition matrix :math:`M`
+    (module docstring) and returns the ``w``-``w`` block.  For plain SGD,
+    :math:`\Sigma = (I-\lambda H)\Sigma(I-\lambda H) + \lambda^2 C`, i.e.
+    :math:`H\Sigma + \Sigma H - \lambda H\Sigma H = \lambda C` (Liu, Ziyin & Ueda 2021, Thm 1);
+    :math:`H` and :math:`C` need not commute.  Exact for any noise distribution with covariance
+    :math:`C` that does not depend on ``w`` (additive noise); for minibatch noise of a linear model,
+    which is multiplicative, see :mod:`sgdtheory.linreg`.
+
+    Args:
+      hessian: ``(D, D)`` symmetric :math:`H`.
+      noise_cov: ``(D, D)`` symmetric PSD :math:`C`, covariance of the per-step gradient noise.
+      lr: scalar learning rate :math:`\lambda > 0`, below :func:`max_stable_lr`.
+      momentum: heavy-ball :math:`\mu \in [0, 1)` (optax convention); ignored if ``optimizer``.
+      weight_decay: coupled L2 :math:`\gamma` (may be negative while :math:`H + \gamma I \succ 0`).
+      preconditioner: optional ``(D, D)`` SPD :math:`P` (update :math:`-\lambda P m`).
+      optimizer: a :class:`LinearOptimizer` (:func:`nesterov`, :func:`pnm`, :func:`usam`, ...).
+      method: ``"eigh"`` (eigenbasis, O(D^3), default) or ``"dense"`` (doubling iteration on the
+        full ``kD x kD`` transition matrix; any optimizer, O((kD)^3 log))
+
+    Returns:
+      ``(D, D)`` stationary covariance of ``w``.
+
+    Raises:
+      ValueError: bad shapes, non-symmetric ``hessian``, non-PSD ``noise_cov``, ``lr <= 0``,
+        momentum outside [0, 1), ``H + gamma I`` not positive definite, or ``lr`` at/past the
+        stability bound (value checks only when the values are concrete, i.e. outside ``jit``).
+
+    Example:
+      >>> import jax.numpy as jnp, sgdtheory as st
+      >>> H = jnp.diag(jnp.array([1.0, 0.1])); C = jnp.eye(2)
+      >>> st.stationary_covariance(H, C, 0.5).round(4)   # lam C / (h (2 - lam h)) on the diagonal
+      Array([[0.3333, 0.    ],
+             [0.    , 2.5641]], dtype=float64)
+    """
+    opt = _resolve_optimizer(momentum, optimizer)
+    prob = _prepare(hessian, noise_cov, weight_decay, preconditioner, lr)
+    _check_stable(opt, prob, lr)
+    if method == "eigh":
+        e, u = jnp.linalg.eigh(prob.h_eff)
+        m, b = _blocks(opt, e, lr)
+        c_tilde = u.T @ prob.c_eff @ u
+        sig_tilde = pairwise_stein(m, b, c_tilde)
+        return _from_eigenbasis(sig_tilde, u, prob.sqrt_p)
+    if method == "dense":
+        d = prob.h_eff.shape[0]
+        m, b = opt.matrices(prob.h_eff, lr)
+        x = solve_discrete_lyapunov(m, b @ prob.c_eff @ b.T)
+        sig = x[:d, :d]
+        if prob.sqrt_p is not None:
+            sig = prob.sqrt_p @ sig @ prob.sqrt_p
+        return 0.5 * (sig + sig.T)
+    raise ValueError(f"method must be 'eigh' or 'dense'; got {method!r}.")
+
+
+def stationary_covariance_continuous(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=0.0,
+                                     preconditioner=None):
+    r"""Small-learning-rate (continuous-time, Mandt et al. 2017) approximation -- **approximate**.
+
+    Solves :math:`H\Sigma + \Sigma H = \lambda C/(1-\mu)` (in the preconditioned coordinates), the
+    Ornstein-Uhlenbeck limit of SGD.  It drops the :math:`\lambda H\Sigma H` term of the exact
+    equation, so along an eigen-direction its ratio to the exact answer is
+    :math:`1 - \lambda h/(2(1+\mu))`: 5 % low at :math:`\lambda h = 0.1`, 25 % low at
+    :math:`\lambda h = 0.5`, and with non-commuting :math:`H, C` even off-diagonal signs can be
+    wrong at large :math:`\lambda`.  Use it only for :math:`\lambda h_{max} \ll 1`, or as the
+    comparison that shows why the exact :func:`stationary_covariance` is needed.
+    """
+    _checks.check_momentum(momentum)
+    prob = _prepare(hessian, noise_cov, weight_decay, preconditioner, lr)
+    e, u = jnp.linalg.eigh(prob.h_eff)
+    c_tilde = u.T @ prob.c_eff @ u
+    sig_tilde = lr * c_tilde / ((1.0 - momentum) * (e[:, None] + e[None, :]))
+    return _from_eigenbasis(sig_tilde, u, prob.sqrt_p)
+
+
+def _matrix_power(a, t, nbits: int = 40):
+    """``a^t`` for a batch of small matrices and a (possibly traced) integer ``t >= 0``."""
+    t = jnp.asarray(t, dtype=jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+    eye = jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)
+
+    def body(i, carry):
+        result, base = carry
+        bit = (t >> i) & 1
+        result = jnp.where(bit == 1, result @ base, result)
+        return result, base @ base
+
+    result, _ = lax.fori_loop(0, nbits, body, (eye, a))
+    return result
+
+
+def covariance_after(hessian, noise_cov, lr, steps, init_cov, *, momentum=0.0, weight_decay=0.0,
+                     preconditioner=None, optimizer=None):
+    r"""Exact covariance of ``w`` after ``steps`` steps (transient relaxation).
+
+    :math:`X_t = M X_{t-1} M^\top + B C B^\top` with :math:`X_0` holding ``init_cov`` in the
+    ``w``-block and zero optimizer buffers (optax initialises momentum to 0); in closed form
+    :math:`X_t = M^t (X_0 - X_\infty) (M^t)^\top + X_\infty`, evaluated per eigen-pair.
+
+    Args:
+      steps: a non-negative integer or a 1-D integer array of step counts (then the result has a
+        leading axis of that length).
+      init_cov: ``(D, D)`` PSD covariance of the initial ``w`` (zeros for a deterministic start).
+      Other arguments as in :func:`stationary_covariance`.
+    """
+    opt = _resolve_optimizer(momentum, optimizer)
+    prob = _prepare(hessian, noise_cov, weight_decay, preconditioner, lr)
+    _check_stable(opt, prob, lr)
+    d = prob.h_eff.shape[0]
+    x0 = _checks.square_matrix("init_cov", init_cov)
+    if x0.shape != (d, d):
+        raise ValueError(f"init_cov has shape {tuple(x0.shape)}; expected {(d, d)}.")
+    _checks.check_psd("init_cov", x0)
+    steps = jnp.asarray(steps)
+    if not jnp.issubdtype(steps.dtype, jnp.integer) or steps.ndim > 1:
+        raise ValueError("steps must be a non-negative integer or a 1-D array of integers.")
+    _checks.check_nonnegative("steps", steps)
+    e, u = jnp.linalg.eigh(prob.h_eff)
+    m, b = _blocks(opt, e, lr)
+    c_tilde = u.T @ prob.c_eff @ u
+    # Full k x k blocks of X_inf per eigen-pair (i, j): (D, D, k, k).
+    x_inf = _pair_blocks(m, b, c_tilde)
+    if prob.sqrt_p is not None:
+        inv_sqrt = jnp.linalg.inv(prob.sqrt_p)
+        x0 = inv_sqrt @ x0 @ inv_sqrt
+    x0_tilde = u.T @ x0 @ u
+    k = opt.state_size
+    x0_blocks = jnp.zeros((d, d, k, k), dtype=x_inf.dtype).at[:, :, 0, 0].set(x0_tilde)
+    diff = x0_blocks - x_inf
+
+    def at(t):
+        mt = _matrix_power(m, t)  # (D, k, k)
+        blk = jnp.einsum("iab,ijbc,jdc->ijad", mt, diff, mt)[..., 0, 0]
+        return _from_eigenbasis(blk + x_inf[..., 0, 0], u, prob.sqrt_p)
+
+    if steps.ndim == 0:
+        return at(steps)
+    return jax.vmap(at)(steps)
+
+
+def _pair_blocks(m, b, c):
+    """Full (D, D, k, k) stationary blocks X_ij = M_i X_ij M_j^T + c_ij b_i b_j^T."""
+    d, k, _ = m.shape
+    kron = jnp.einsum("iab,jcd->ijacbd", m, m).reshape(d, d, k * k, k * k)
+    rhs = jnp.einsum("ia,jc->ijac", b, b).reshape(d, d, k * k)
+    x = jnp.linalg.solve(jnp.eye(k * k, dtype=m.dtype) - kron, rhs[..., None])[..., 0]
+    return x.reshape(d, d, k, k) * c[:, :, None, None]
+
+
+def stationary_loss(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None,
+                    optimizer=None):
+    r"""Expected excess loss at stationarity, :math:`\mathbb E[L(w)] - L(w_\infty) = \tfrac12\operatorname{tr}(H\Sigma)`.
+
+    Exact because :math:`L` is quadratic and :math:`\mathbb E w = w_\infty`.  Here :math:`H` is the
+    Hessian of the unregularised loss; with weight decay :math:`w_\infty = (H+\gamma I)^{-1}Hw^*`
+    and :math:`L(w_\infty) > 0` adds a deterministic bias not included here.  For plain SGD,
+    :math:`\tfrac{\lambda}{4}\operatorname{tr}[(I - \lambda H/2)^{-1} C]` (Liu, Ziyin & Ueda 2021,
+    Thm 5).
+    """
+    sig = stationary_covariance(hessian, noise_cov, lr, momentum=momentum, weight_decay=weight_decay,
+                                preconditioner=preconditioner, optimizer=optimizer)
+    return 0.5 * jnp.sum(_checks.as_float_array(hessian) * sig)

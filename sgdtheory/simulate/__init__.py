@@ -1,0 +1,33 @@
+"""Discrete-time SGD simulators: many replicas in parallel, statistics streamed inside ``lax.scan``.
+
+One engine (:func:`run_replicas`) and thin model front-ends.  Every front-end returns a
+:class:`Stats` NamedTuple with means, covariances, standard errors from independent replica groups,
+and the number of diverged replicas.  Simulators never import the theory modules: the crosscheck
+pairs them.
+"""
+
+from sgdtheory.simulate._engine import (
+    DivergenceWarning,
+    Stats,
+    default_groups,
+    estimate,
+    run_replicas,
+    scan_replicas,
+)
+from sgdtheory.simulate.optimizers import build_optimizer, pnm, precondition
+from sgdtheory.simulate.quadratic import NOISE_KINDS, draw_noise, quadratic_sgd
+
+__all__ = [
+    "DivergenceWarning",
+    "NOISE_KINDS",
+    "Stats",
+    "build_optimizer",
+    "default_groups",
+    "draw_noise",
+    "estimate",
+    "pnm",
+    "precondition",
+    "quadratic_sgd",
+    "run_replicas",
+    "scan_replicas",
+]
