@@ -1,0 +1,25 @@
+"""Theory-vs-simulation cross-checks: a public registry and the built-in checks.
+
+Importing this package registers every built-in check (one module per theory module).  Run them
+with ``sgdtheory crosscheck`` or :func:`run`.
+"""
+
+from sgdtheory.crosscheck._registry import Z_MAX, Check, Comparison, register, registry, select
+from sgdtheory.crosscheck._runner import CheckResult, run
+from sgdtheory.crosscheck._util import compare_matrix, compare_scalar
+
+# Built-in checks register themselves on import.
+from sgdtheory.crosscheck import quadratic as _quadratic  # noqa: F401,E402
+
+__all__ = [
+    "Z_MAX",
+    "Check",
+    "CheckResult",
+    "Comparison",
+    "compare_matrix",
+    "compare_scalar",
+    "register",
+    "registry",
+    "run",
+    "select",
+]
