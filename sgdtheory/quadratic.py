@@ -275,7 +275,7 @@ def _prepare(hessian, noise_cov, weight_decay, preconditioner, lr=None) -> _Prob
             )
         _checks.check_spd("preconditioner", p)
         e, u = jnp.linalg.eigh(0.5 * (p + p.T))
-        sqrt_p = (u * jnp.sqrt(e)) @ u.T
+        sqrt_p = (u * jnp.sqrt(e)[None, :]) @ u.T
         h = sqrt_p @ h @ sqrt_p
         if c is not None:
             c = sqrt_p @ c @ sqrt_p
@@ -363,6 +363,20 @@ def _check_stable(opt, prob, lr):
     _checks.check_lr_below(lr, bound, opt.bound_expr)
 
 
+def _nan_if_unstable(result, opt, prob, lr):
+    """Under jit (values traced, no eager check possible) an unstable lr yields NaN, never garbage.
+
+    Only for optimizers with a closed-form bound; the predicate is :func:`is_stable`.
+    """
+    if _checks.is_concrete(lr) and _checks.is_concrete(prob.h_eff):
+        return result
+    if opt.lr_bound is None:
+        return result
+    e = jnp.linalg.eigvalsh(prob.h_eff)
+    ok = (lr > 0) & (lr < opt.lr_bound(e[-1])) & (e[0] > 0)
+    return jnp.where(ok, result, jnp.nan)
+
+
 def transition_matrices(hessian, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None,
                         optimizer=None):
     """The dense ``(M, B)`` of the optimizer in the preconditioned coordinates ``v = P^{-1/2} w``.
@@ -433,7 +447,7 @@ def stationary_covariance(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=
         m, b = _blocks(opt, e, lr)
         c_tilde = u.T @ prob.c_eff @ u
         sig_tilde = pairwise_stein(m, b, c_tilde)
-        return _from_eigenbasis(sig_tilde, u, prob.sqrt_p)
+        return _nan_if_unstable(_from_eigenbasis(sig_tilde, u, prob.sqrt_p), opt, prob, lr)
     if method == "dense":
         d = prob.h_eff.shape[0]
         m, b = opt.matrices(prob.h_eff, lr)
@@ -441,7 +455,7 @@ def stationary_covariance(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=
         sig = x[:d, :d]
         if prob.sqrt_p is not None:
             sig = prob.sqrt_p @ sig @ prob.sqrt_p
-        return 0.5 * (sig + sig.T)
+        return _nan_if_unstable(0.5 * (sig + sig.T), opt, prob, lr)
     raise ValueError(f"method must be 'eigh' or 'dense'; got {method!r}.")
 
 
@@ -524,9 +538,8 @@ def covariance_after(hessian, noise_cov, lr, steps, init_cov, *, momentum=0.0, w
         blk = jnp.einsum("iab,ijbc,jdc->ijad", mt, diff, mt)[..., 0, 0]
         return _from_eigenbasis(blk + x_inf[..., 0, 0], u, prob.sqrt_p)
 
-    if steps.ndim == 0:
-        return at(steps)
-    return jax.vmap(at)(steps)
+    out = at(steps) if steps.ndim == 0 else jax.vmap(at)(steps)
+    return _nan_if_unstable(out, opt, prob, lr)
 
 
 def _pair_blocks(m, b, c):
@@ -534,7 +547,7 @@ def _pair_blocks(m, b, c):
     d, k, _ = m.shape
     kron = jnp.einsum("iab,jcd->ijacbd", m, m).reshape(d, d, k * k, k * k)
     rhs = jnp.einsum("ia,jc->ijac", b, b).reshape(d, d, k * k)
-    x = jnp.linalg.solve(jnp.eye(k * k, dtype=m.dtype) - kron, rhs[..., None])[..., 0]
+    x = jnp.linalg.solve(jnp.eye(k * k, dtype=m.dtype)[None, None] - kron, rhs[..., None])[..., 0]
     return x.reshape(d, d, k, k) * c[:, :, None, None]
 
 

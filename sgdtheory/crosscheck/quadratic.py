@@ -1,0 +1,160 @@
+"""Cross-checks of :mod:`sgdtheory.quadratic` against :func:`sgdtheory.simulate.quadratic_sgd`.
+
+Each check compares the exact stationary covariance (worst entry, Bonferroni-corrected threshold)
+and the stationary loss ``tr(H Sigma)/2``.  Where the continuous-time (small-lr) formula should fail
+(``lr * h_max`` of order 1) it is compared too, with ``expect="disagree"``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sgdtheory import quadratic as q
+from sgdtheory import simulate
+from sgdtheory.crosscheck._registry import register
+from sgdtheory.crosscheck._util import compare_matrix, compare_scalar
+
+# A 2-D problem whose Hessian and noise covariance do not commute.
+_H2 = np.array([[1.0, 0.3], [0.3, 0.4]])
+_C2 = np.array([[0.5, -0.2], [-0.2, 1.0]])
+
+
+def _random_problem(d: int, seed: int):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(d, d))
+    h = a @ a.T / d + 0.2 * np.eye(d)
+    b = rng.normal(size=(d, d))
+    c = b @ b.T / d
+    return h, c
+
+
+def _budget(mode, quick=(1024, 10_000), full=(4096, 50_000)):
+    return quick if mode == "quick" else full
+
+
+def _sim_and_compare(key, mode, h, c, lr, params, *, theory_kw=None, sim_kw=None, continuous=None,
+                     continuous_expect="disagree", burn_in=2_000, budget=None):
+    """Run the simulator and build the standard rows (covariance, loss, optional continuous)."""
+    replicas, steps = budget or _budget(mode)
+    theory_kw = theory_kw or {}
+    sim_kw = sim_kw or {}
+    sig = q.stationary_covariance(h, c, lr, **theory_kw)
+    stats = simulate.quadratic_sgd(key, h, c, lr, steps=steps, replicas=replicas, burn_in=burn_in,
+                                   **sim_kw)
+    hj = jnp.asarray(h)
+    loss = lambda m, cv: 0.5 * jnp.sum(hj * cv)  # noqa: E731
+    rows = [
+        compare_matrix("Σ", params, sig, stats),
+        compare_scalar("loss ½tr(HΣ)", params, 0.5 * np.sum(h * np.asarray(sig)), stats, loss),
+    ]
+    if continuous is not None:
+        sig_c = q.stationary_covariance_continuous(h, c, lr, **continuous)
+        rows.append(compare_scalar(
+            "loss, continuous-time", params, 0.5 * np.sum(h * np.asarray(sig_c)), stats, loss,
+            expect=continuous_expect, note="small-lr formula"))
+    return rows
+
+
+@register("quadratic/sgd-small-lr", "plain SGD, lr*h_max = 0.01: exact and continuous-time agree",
+          tags=("quadratic",))
+def _sgd_small(key, mode):
+    lr = 0.01 / np.linalg.eigvalsh(_H2)[-1]
+    # At lr*h_max = 0.01 the continuous-time formula is within 0.5 % of the exact one, below the
+    # simulation's resolution (~1 %): here it must agree.
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "D=2, lr·h_max=0.01", continuous={},
+                            continuous_expect="agree", burn_in=3_000)
+
+
+@register("quadratic/sgd-large-lr",
+          "plain SGD, lr*h_max = 1.6: exact agrees, continuous-time fails", tags=("quadratic",))
+def _sgd_large(key, mode):
+    lr = 1.6 / np.linalg.eigvalsh(_H2)[-1]
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "D=2, lr·h_max=1.6", continuous={})
+
+
+@register("quadratic/momentum",
+          "heavy ball mu=0.9 at lr*h_max = 2.75 > 2 (stable only with momentum)", tags=("quadratic",))
+def _momentum(key, mode):
+    lr = 2.75 / np.linalg.eigvalsh(_H2)[-1]
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "μ=0.9, lr·h_max=2.75",
+                            theory_kw={"momentum": 0.9}, sim_kw={"momentum": 0.9},
+                            continuous={"momentum": 0.9})
+
+
+@register("quadratic/nesterov", "Nesterov momentum mu=0.5 (optax convention)", tags=("quadratic",))
+def _nesterov(key, mode):
+    opt = q.nesterov(0.5)
+    lr = 0.8 * float(q.max_stable_lr(_H2, optimizer=opt))
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "μ=0.5, lr=0.8·lr_max",
+                            theory_kw={"optimizer": opt},
+                            sim_kw={"momentum": 0.5, "nesterov": True})
+
+
+@register("quadratic/weight-decay",
+          "coupled weight decay gamma=0.3 moves the mean to (H+gamma)^-1 H w*", tags=("quadratic",))
+def _weight_decay(key, mode):
+    w_star = np.array([1.0, -2.0])
+    gamma = 0.3
+    lr = 0.8 * float(q.max_stable_lr(_H2, weight_decay=gamma))
+    params = "γ=0.3, lr=0.8·lr_max"
+    rows = _sim_and_compare(key, mode, _H2, _C2, lr, params,
+                            theory_kw={"weight_decay": gamma},
+                            sim_kw={"weight_decay": gamma, "w_star": w_star})
+    replicas, steps = _budget(mode)
+    stats = simulate.quadratic_sgd(jax.random.fold_in(key, 1), _H2, _C2, lr, steps=steps // 2,
+                                   replicas=replicas, burn_in=2_000, weight_decay=gamma,
+                                   w_star=w_star)
+    mean = np.linalg.solve(_H2 + gamma * np.eye(2), _H2 @ w_star)
+    rows.append(compare_matrix("E w", params, mean, stats, which="mean"))
+    return rows
+
+
+@register("quadratic/negative-weight-decay",
+          "weight decay gamma=-0.1 (allowed while H + gamma I > 0)", tags=("quadratic",))
+def _negative_weight_decay(key, mode):
+    gamma = -0.1
+    lr = 0.5 * float(q.max_stable_lr(_H2, weight_decay=gamma))
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "γ=-0.1, lr=0.5·lr_max",
+                            theory_kw={"weight_decay": gamma}, sim_kw={"weight_decay": gamma},
+                            burn_in=4_000)
+
+
+@register("quadratic/preconditioner", "SGD with a fixed non-diagonal SPD preconditioner P",
+          tags=("quadratic",))
+def _preconditioner(key, mode):
+    p = np.array([[1.5, 0.4], [0.4, 0.8]])
+    lr = 0.85 * float(q.max_stable_lr(_H2, preconditioner=p, momentum=0.3))
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "P non-diag, μ=0.3, lr=0.85·lr_max",
+                            theory_kw={"preconditioner": p, "momentum": 0.3},
+                            sim_kw={"preconditioner": p, "momentum": 0.3})
+
+
+@register("quadratic/noncommuting-10d", "D=10, random non-commuting H and C, lr = 0.8 lr_max",
+          tags=("quadratic",))
+def _ten_d(key, mode):
+    h, c = _random_problem(10, 7)
+    lr = 0.8 * float(q.max_stable_lr(h))
+    budget = (1024, 8_000) if mode == "quick" else (4096, 40_000)
+    return _sim_and_compare(key, mode, h, c, lr, "D=10, lr=0.8·lr_max", continuous={},
+                            burn_in=3_000, budget=budget)
+
+
+@register("quadratic/pnm", "positive-negative momentum (Xie et al. 2021), beta0=1, beta1=0.9",
+          tags=("quadratic",))
+def _pnm(key, mode):
+    opt = q.pnm(1.0, 0.9)
+    lr = 0.7 * float(q.max_stable_lr(_H2, optimizer=opt))
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "β0=1, β1=0.9, lr=0.7·lr_max",
+                            theory_kw={"optimizer": opt},
+                            sim_kw={"optimizer": simulate.pnm(lr, 1.0, 0.9)}, burn_in=3_000)
+
+
+@register("quadratic/usam", "unnormalized SAM, radius 0.5, same minibatch for both gradients",
+          tags=("quadratic",))
+def _usam(key, mode):
+    opt = q.usam(0.5)
+    lr = 0.8 * float(q.max_stable_lr(_H2, optimizer=opt))
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "ρ=0.5, lr=0.8·lr_max",
+                            theory_kw={"optimizer": opt}, sim_kw={"sam_radius": 0.5})
