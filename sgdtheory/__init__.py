@@ -20,7 +20,7 @@ X64_ENV_VAR = "SGDTHEORY_ENABLE_X64"
 if _os.environ.get(X64_ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off"):
     _jax.config.update("jax_enable_x64", True)
 
-from sgdtheory import quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
+from sgdtheory import linreg, noise, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
 from sgdtheory.quadratic import (  # noqa: E402
     LinearOptimizer,
     covariance_after,
@@ -38,7 +38,9 @@ __all__ = [
     "LinearOptimizer",
     "Stats",
     "covariance_after",
+    "linreg",
     "max_stable_lr",
+    "noise",
     "quadratic",
     "simulate",
     "stationary_covariance",

@@ -67,6 +67,7 @@ __all__ = [
     "stationary_loss",
     "is_stable",
     "transition_matrices",
+    "mean_square_max_lr",
 ]
 
 
@@ -564,3 +565,6 @@ def stationary_loss(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=0.0, p
     sig = stationary_covariance(hessian, noise_cov, lr, momentum=momentum, weight_decay=weight_decay,
                                 preconditioner=preconditioner, optimizer=optimizer)
     return 0.5 * jnp.sum(_checks.as_float_array(hessian) * sig)
+
+
+from sgdtheory._mean_square import mean_square_max_lr  # noqa: E402

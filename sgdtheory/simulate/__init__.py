@@ -14,6 +14,7 @@ from sgdtheory.simulate._engine import (
     run_replicas,
     scan_replicas,
 )
+from sgdtheory.simulate.linreg import linreg_sgd, online_linreg_sgd
 from sgdtheory.simulate.optimizers import build_optimizer, pnm, precondition
 from sgdtheory.simulate.quadratic import NOISE_KINDS, draw_noise, quadratic_sgd
 
@@ -25,6 +26,8 @@ __all__ = [
     "default_groups",
     "draw_noise",
     "estimate",
+    "linreg_sgd",
+    "online_linreg_sgd",
     "pnm",
     "precondition",
     "quadratic_sgd",

@@ -1,0 +1,191 @@
+r"""Minibatch gradient noise: exact covariances for any JAX loss, and the literature's approximations.
+
+For a dataset of ``N`` examples with per-sample gradients :math:`g_i(w)`, mean
+:math:`\bar g = \nabla L(w)` and population covariance
+
+.. math:: C_1(w) = \frac1N\sum_{i=1}^N (g_i - \bar g)(g_i - \bar g)^\top ,
+
+the minibatch gradient :math:`\hat g = \frac1S\sum_{b\in B} g_b` has :math:`\mathbb E\hat g = \bar g`
+and, exactly,
+
+.. math:: \operatorname{Cov}\hat g = f_S\, C_1, \qquad
+          f_S = \begin{cases} 1/S & \text{i.i.d. indices (with replacement)}\\
+                              \dfrac{N-S}{S(N-1)} & \text{a uniform $S$-subset (without replacement).}
+                \end{cases}
+
+With replacement the :math:`S` draws are independent, each with covariance :math:`C_1`. Without
+replacement, :math:`\operatorname{Cov}(g_{b_1}, g_{b_2}) = -C_1/(N-1)` for two distinct positions
+(the :math:`N` centred gradients sum to zero), so
+:math:`\operatorname{Cov}\hat g = \frac{1}{S^2}[S C_1 - S(S-1) C_1/(N-1)] = \frac{N-S}{S(N-1)}C_1`.
+The covariance is that of the gradient *actually used in one step* -- the ``C`` of
+:mod:`sgdtheory.quadratic` -- so :math:`1/S` is never applied twice.
+
+Conventions: per-sample loss ``loss_fn(params, example)``; ``params`` any pytree, flattened with
+``jax.flatten_util.ravel_pytree`` (the order of the returned covariance's rows).
+
+References:
+  Ziyin, Liu, Mori & Ueda, "Strength of minibatch noise in SGD", ICLR 2022 (arXiv:2102.05375),
+  Prop. 1 (with/without replacement), Sec. 2.
+  Cochran, *Sampling Techniques*, 3rd ed. (1977), Thm 2.2 (finite-population correction).
+  Jastrzebski et al., "Three factors influencing minima in SGD" (2017) and Zhu et al., "The
+  anisotropic noise in SGD" (ICML 2019) -- the Hessian/Fisher approximations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from sgdtheory import _checks
+from sgdtheory._mean_square import batch_factor
+
+__all__ = [
+    "batch_factor",
+    "per_sample_gradients",
+    "flatten_per_sample",
+    "minibatch_covariance",
+    "gradient_noise_covariance",
+    "hessian_approximation",
+    "fisher_approximation",
+]
+
+
+def per_sample_gradients(loss_fn: Callable[[Any, Any], jax.Array], params, batch):
+    r"""Gradients :math:`g_i = \nabla_w \ell(w; z_i)` of every example, by ``vmap(grad)``.
+
+    Args:
+      loss_fn: ``loss_fn(params, example) -> scalar`` for ONE example.
+      params: any pytree of arrays.
+      batch: pytree whose leaves have a leading axis ``N`` (the examples).
+
+    Returns:
+      A pytree like ``params`` with a leading axis ``N`` on every leaf.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> loss = lambda w, z: 0.5 * (z[0] * w - z[1]) ** 2
+      >>> per_sample_gradients(loss, jnp.array(1.0), jnp.array([[1.0, 0.0], [2.0, 1.0]]))
+      Array([1., 2.], dtype=float64)
+    """
+    return jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(params, batch)
+
+
+def flatten_per_sample(per_sample_grads) -> jax.Array:
+    """A per-sample gradient pytree (leading axis ``N``) as an ``(N, P)`` matrix (ravel order)."""
+    leaves = jax.tree_util.tree_leaves(per_sample_grads)
+    if not leaves:
+        raise ValueError("per_sample_grads is empty.")
+    n = leaves[0].shape[0] if leaves[0].ndim else None
+    if n is None or any(leaf.ndim == 0 or leaf.shape[0] != n for leaf in leaves):
+        raise ValueError("every leaf of per_sample_grads needs the same leading axis N (examples).")
+    return jax.vmap(lambda t: ravel_pytree(t)[0])(per_sample_grads)
+
+
+def minibatch_covariance(per_sample_grads, batch_size, *, replacement: bool = True) -> jax.Array:
+    r"""Exact covariance of the minibatch-mean gradient, :math:`f_S\,C_1` (module docstring).
+
+    Args:
+      per_sample_grads: ``(N, P)`` array, or a pytree with leading axis ``N`` (flattened).
+      batch_size: ``S`` (static).
+      replacement: ``True`` for i.i.d. indices (:math:`f_S = 1/S`), ``False`` for a uniform
+        ``S``-subset (:math:`f_S = (N-S)/(S(N-1))`, zero at ``S = N``: full-batch GD).
+
+    Returns:
+      ``(P, P)`` covariance of the gradient used in one step.
+
+    Raises:
+      ValueError: ``batch_size > N`` without replacement, ``batch_size < 1``.
+
+    References:
+      Ziyin, Liu, Mori & Ueda (2022), Prop. 1; Cochran (1977), Thm 2.2.
+    """
+    g = per_sample_grads
+    if not isinstance(g, jax.Array) or g.ndim != 2:
+        g = flatten_per_sample(g) if not (hasattr(g, "ndim") and g.ndim == 2) else jnp.asarray(g)
+    g = _checks.as_float_array(g)
+    n = g.shape[0]
+    f = batch_factor(n, batch_size, replacement)
+    dev = g - jnp.mean(g, axis=0)
+    return f * (dev.T @ dev) / n
+
+
+def gradient_noise_covariance(loss_fn, params, data, batch_size, *, replacement: bool = True):
+    r"""Per-step minibatch noise covariance of any model at ``params``: :math:`f_S C_1(w)`.
+
+    The number to feed :func:`sgdtheory.quadratic.stationary_covariance` for a network near a
+    minimum (there the noise is approximately constant; see :mod:`sgdtheory.linreg` for the exact
+    state-dependent treatment of linear models).
+
+    Args:
+      loss_fn: ``loss_fn(params, example) -> scalar``.
+      params: pytree of parameters (flattened in ``ravel_pytree`` order, ``P`` numbers).
+      data: pytree with leading axis ``N``.
+      batch_size, replacement: as in :func:`minibatch_covariance`.
+
+    Returns:
+      ``(P, P)`` covariance.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.array([[1.0], [2.0], [3.0]]); y = jnp.array([1.0, 1.0, 4.0])
+      >>> loss = lambda w, z: 0.5 * (z[0] @ w - z[1]) ** 2
+      >>> gradient_noise_covariance(loss, jnp.zeros(1), (x, y), 1).shape
+      (1, 1)
+    """
+    grads = per_sample_gradients(loss_fn, params, data)
+    return minibatch_covariance(flatten_per_sample(grads), batch_size, replacement=replacement)
+
+
+def hessian_approximation(hessian, loss, batch_size) -> jax.Array:
+    r"""The "noise ∝ Hessian" approximation :math:`C \approx \frac{2L}{S} H` (MSE loss).
+
+    Derivation and regime: for squared loss :math:`\ell_i = \tfrac12 r_i^2`,
+    :math:`g_i = r_i x_i`, so :math:`C_1 = \frac1N\sum r_i^2 x_i x_i^\top - \bar g\bar g^\top`. If the
+    residuals are independent of the inputs and :math:`\bar g = 0`, this is
+    :math:`\overline{r^2}\,\overline{xx^\top} = 2L\,H`. That holds **exactly only at the minimum of
+    online regression with pure label noise** (:math:`C = \sigma^2 A/S`). It fails
+
+    * away from the minimum: the exact online noise is
+      :math:`\frac1S(A\Sigma A + \mathrm{tr}(A\Sigma)A + \sigma^2A)`
+      (Ziyin et al. 2022, Lemma 1) -- the :math:`A\Sigma A` term is not proportional to ``L H``;
+    * on a finite dataset: residuals at the OLS solution are correlated with the inputs
+      (:math:`\frac1N\sum r_i^2 x_ix_i^\top \neq 2LH` in general);
+    * for stability: it predicts :math:`\lambda a < 2`, the exact online bound is
+      :math:`\lambda a < 2S/(S+2)`.
+
+    Args:
+      hessian: ``(D, D)`` Hessian of the (mean) loss.
+      loss: the loss value :math:`L` (e.g. its stationary average).
+      batch_size: ``S``.
+
+    References:
+      Jastrzebski et al. (2017), Sec. 3; Zhu et al. (ICML 2019); Ziyin, Liu, Mori & Ueda (2022),
+      Sec. 4 (where the approximation is shown to fail).
+    """
+    h = _checks.square_matrix("hessian", hessian)
+    _checks.check_nonnegative("loss", loss)
+    s = _checks.check_int("batch_size", batch_size, 1)
+    return (2.0 * loss / s) * h
+
+
+def fisher_approximation(per_sample_grads, batch_size) -> jax.Array:
+    r"""The empirical-Fisher approximation :math:`C \approx \frac1{S}\frac1N\sum_i g_i g_i^\top` (uncentred).
+
+    It differs from the exact with-replacement covariance by :math:`\bar g\bar g^\top/S`: exact only
+    where the mean gradient vanishes (a minimum, or the stationary mean with no weight decay),
+    wrong away from it (the mean gradient is signal, not noise), and it ignores the
+    finite-population factor of sampling without replacement.
+
+    Args:
+      per_sample_grads: ``(N, P)`` array or pytree with leading axis ``N``.
+      batch_size: ``S``.
+    """
+    g = per_sample_grads
+    if not (hasattr(g, "ndim") and g.ndim == 2):
+        g = flatten_per_sample(g)
+    g = _checks.as_float_array(g)
+    s = _checks.check_int("batch_size", batch_size, 1)
+    return (g.T @ g) / (g.shape[0] * s)
