@@ -131,4 +131,4 @@ def psd_sqrt(c: jax.Array) -> jax.Array:
     """Symmetric square root of a PSD matrix (eigenvalues clipped at 0), usable for singular ``c``."""
     c = 0.5 * (c + c.T)
     e, u = jnp.linalg.eigh(c)
-    return (u * jnp.sqrt(jnp.clip(e, 0.0))) @ u.T
+    return (u * jnp.sqrt(jnp.clip(e, 0.0))[None, :]) @ u.T

@@ -214,10 +214,11 @@ def _run(key, init_fn, step_fn, observe_fn, steps, replicas, burn_in, groups, re
         jnp.zeros((groups, d, d), stats_dtype),
     )
 
-    def one_step(carry, inputs):
+    def one_step(carry, t):
+        # The step's key is derived from its index inside the scan, so nothing of size O(steps)
+        # is ever materialised (memory independent of the run length).
         state, alive, acc = carry
-        k, t = inputs
-        state = step_fn(k, state)
+        state = step_fn(jax.random.fold_in(k_run, t), state)
         x = observe_fn(state)
         ok = jnp.all(jnp.isfinite(x) & (jnp.abs(x) <= threshold), axis=1)
         alive = alive & ok
@@ -226,27 +227,29 @@ def _run(key, init_fn, step_fn, observe_fn, steps, replicas, burn_in, groups, re
         acc = _merge(acc, xs, use.reshape(groups, q))
         return (state, alive, acc), None
 
-    keys = jax.random.split(k_run, steps)
-    ts = jnp.arange(1, steps + 1)
+    def run_steps(carry, start, length):
+        def body(c, _):
+            inner, t = c
+            inner, _ = one_step(inner, t)
+            return (inner, t + 1), None
+
+        (carry, _), _ = lax.scan(body, (carry, start + 1), None, length=length)
+        return carry
+
     carry = (state, alive0, acc0)
     traj = None
     if record_every is None:
-        carry, _ = lax.scan(one_step, carry, (keys, ts))
+        carry = run_steps(carry, 0, steps)
     else:
         n_rec = steps // record_every
-        rest = steps - n_rec * record_every
 
-        def block(carry, inputs):
-            carry, _ = lax.scan(one_step, carry, inputs)
+        def block(carry, b):
+            carry = run_steps(carry, b * record_every, record_every)
             return carry, observe_fn(carry[0])[:record_replicas]
 
-        carry, traj = lax.scan(
-            block, carry,
-            (keys[: n_rec * record_every].reshape(n_rec, record_every, *keys.shape[1:]),
-             ts[: n_rec * record_every].reshape(n_rec, record_every)),
-        )
-        if rest:
-            carry, _ = lax.scan(one_step, carry, (keys[n_rec * record_every:], ts[n_rec * record_every:]))
+        carry, traj = lax.scan(block, carry, jnp.arange(n_rec))  # O(steps/record_every): the output
+        if steps - n_rec * record_every:
+            carry = run_steps(carry, n_rec * record_every, steps - n_rec * record_every)
     _, alive, (n, mu, m2) = carry
     return _finalize(n, mu, m2, steps, replicas, burn_in, alive), traj
 
@@ -255,7 +258,7 @@ def _finalize(n, mu, m2, steps, replicas, burn_in, alive) -> Stats:
     g = n.shape[0]
     n_tot = jnp.sum(n)
     mean = jnp.sum(mu * n[:, None], axis=0) / n_tot
-    dev = mu - mean
+    dev = mu - mean[None, :]
     m2_tot = jnp.sum(m2, axis=0) + jnp.einsum("g,gd,ge->de", n, dev, dev)
     cov = m2_tot / n_tot
     group_cov = m2 / jnp.maximum(n, 1.0)[:, None, None]

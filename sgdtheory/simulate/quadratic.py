@@ -152,10 +152,10 @@ def _simulate(key, h, c, w_star, w0, sam_radius, preconditioner, *, opt, use_sam
     def step_fn(k, state):
         w, opt_state = state
         xi = draw_noise(k, (replicas, d), noise, dtype) @ chol  # chol symmetric
-        g = (w - w_star) @ h + xi
+        g = (w - w_star[None, :]) @ h + xi
         if use_sam:
             ascent = g if p is None else g @ p
-            g = (w + sam_radius * ascent - w_star) @ h + xi
+            g = (w + sam_radius * ascent - w_star[None, :]) @ h + xi
         updates, opt_state = jax.vmap(opt.update)(g, opt_state, w)
         return optax.apply_updates(w, updates), opt_state
 

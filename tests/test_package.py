@@ -1,0 +1,86 @@
+"""Package-level behaviour: the float64 policy (in fresh subprocesses) and the crosscheck CLI."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sgdtheory.crosscheck import Comparison, register, registry
+from sgdtheory.crosscheck import _registry
+from sgdtheory.crosscheck.cli import main
+
+SNIPPET = """
+import numpy as np, scipy.linalg as sl, jax
+import sgdtheory as st
+h = np.array([[1.0, 0.3], [0.3, 0.4]]); c = np.array([[0.5, -0.2], [-0.2, 1.0]]); lr = 1.3
+ref = sl.solve_discrete_lyapunov(np.eye(2) - lr * h, lr**2 * c)
+sig = np.asarray(st.stationary_covariance(h, c, lr))
+print(jax.config.jax_enable_x64, sig.dtype, float(np.max(np.abs(sig - ref) / np.abs(ref).max())))
+"""
+
+
+def _run(env_extra):
+    env = {**os.environ, **env_extra}
+    out = subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True, env=env,
+                         check=True)
+    x64, dtype, err = out.stdout.split()
+    return x64 == "True", dtype, float(err)
+
+
+def test_import_enables_float64_and_matches_scipy():
+    x64, dtype, err = _run({"SGDTHEORY_ENABLE_X64": "1"})
+    assert x64 and dtype == "float64" and err < 1e-10
+
+
+def test_x64_opt_out_keeps_jax_default():
+    x64, dtype, err = _run({"SGDTHEORY_ENABLE_X64": "0"})
+    assert not x64 and dtype == "float32" and err < 1e-5
+
+
+def test_comparison_verdicts():
+    ok = Comparison("v", "", 1.0, 1.01, 0.01)
+    assert ok.passed and math.isclose(ok.z, 1.0) and math.isclose(ok.rel_err, 0.01)
+    assert not Comparison("v", "", 1.0, 1.1, 0.01).passed
+    assert Comparison("v", "", 1.0, 1.1, 0.01, expect="disagree").passed
+    assert not Comparison("v", "", 1.0, 1.01, 0.01, expect="disagree").passed
+    assert not Comparison("v", "", 1.0, float("nan"), 0.01).passed
+    with pytest.raises(ValueError, match="expect"):
+        Comparison("v", "", 1.0, 1.0, 0.1, expect="maybe")
+
+
+def test_cli_runs_a_check_writes_json_and_exit_codes(tmp_path, capsys):
+    path = tmp_path / "out.json"
+    assert main(["crosscheck", "--only", "quadratic/sgd-large-lr", "--json", str(path),
+                 "--no-progress"]) == 0
+    data = json.loads(path.read_text())
+    assert data["mode"] == "quick" and data["checks"][0]["passed"]
+    assert "fails, as expected" in capsys.readouterr().out
+    assert main(["crosscheck", "--only", "no-such-check"]) == 2
+    assert main(["crosscheck", "--list"]) == 0
+
+
+def test_failing_or_broken_check_gives_exit_status_1():
+    @register("test/always-fails", "a check that must fail")
+    def _fails(key, mode):
+        return [Comparison("x", "", 1.0, 2.0, 0.01)]
+
+    @register("test/raises", "a check that raises")
+    def _raises(key, mode):
+        raise RuntimeError("boom")
+
+    try:
+        assert main(["crosscheck", "--only", "test/always-fails", "--no-progress"]) == 1
+        assert main(["crosscheck", "--only", "test/raises", "--no-progress"]) == 1
+    finally:
+        _registry._REGISTRY.pop("test/always-fails")
+        _registry._REGISTRY.pop("test/raises")
+    assert "test/always-fails" not in registry()
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "sgdtheory.crosscheck.cli", "crosscheck", "--list"],
+                         capture_output=True, text=True, check=True)
+    assert "quadratic/sgd-large-lr" in out.stdout
