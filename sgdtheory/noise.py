@@ -108,7 +108,7 @@ def minibatch_covariance(per_sample_grads, batch_size, *, replacement: bool = Tr
     g = _checks.as_float_array(g)
     n = g.shape[0]
     f = batch_factor(n, batch_size, replacement)
-    dev = g - jnp.mean(g, axis=0)
+    dev = g - jnp.mean(g, axis=0, keepdims=True)
     return f * (dev.T @ dev) / n
 
 
