@@ -69,6 +69,8 @@ __all__ = [
     "ziyin_label_noise",
     "ziyin_weight_decay_test_loss",
     "ziyin_input_noise_test_loss",
+    "ziyin_weight_decay_1d_test_loss",
+    "ziyin_negative_weight_decay_is_optimal",
 ]
 
 
@@ -655,3 +657,27 @@ def ziyin_input_noise_test_loss(input_cov, input_noise_cov, true_weights, lr, ba
     bias = 0.5 * u @ bp.T @ a @ bp @ u
     trace = jnp.trace(k @ gi) if printed else jnp.trace(a @ gi)
     return lr * s2 / (2 * s) * trace / (1 - t) + bias
+
+
+def ziyin_weight_decay_1d_test_loss(a, lr, batch_size, weight_decay, true_weight):
+    r"""Ziyin et al. (2022), Cor. 4: 1-D online regression with L2, no label noise, :math:`k = a+\gamma`:
+
+    .. math:: L_{test} = \frac{a\gamma^2u^2}{2k}\,\frac{2-\lambda k}{2k - \lambda(k^2 + 2a^2/S)}.
+
+    Exact (equals :func:`online_stationary` in 1-D; derivation in ``docs/theory/linreg.md`` Sec. 3.3).
+    """
+    s = _checks.check_int("batch_size", batch_size, 1)
+    k = a + weight_decay
+    return (a * weight_decay**2 * true_weight**2 / (2 * k) * (2 - lr * k)
+            / (2 * k - lr * (k**2 + 2 * a**2 / s)))
+
+
+def ziyin_negative_weight_decay_is_optimal(a, lr, batch_size):
+    r"""Ziyin et al. (2022), Cor. 1 (1-D, no label noise): the test-loss-optimal weight decay is
+    negative iff :math:`\frac{2}{1+2/S} < a\lambda < \sqrt{S/2}` (``S != 2``).
+
+    Checked in ``tests/test_linreg.py`` against a grid minimisation of the exact test loss.
+    """
+    s = _checks.check_int("batch_size", batch_size, 1)
+    x = a * lr
+    return (x > 2.0 / (1.0 + 2.0 / s)) & (x < np.sqrt(s / 2.0))

@@ -273,3 +273,31 @@ def test_error_negative_label_noise():
 def test_error_missing_teacher_with_weight_decay():
     with pytest.raises(ValueError, match="true_weights"):
         L.online_stationary(A, 0.1, 4, weight_decay=0.1)
+
+
+def test_ziyin_cor4_1d_weight_decay_is_exact():
+    for a, g, lr, s in [(1.0, 0.3, 0.8, 4), (2.0, -0.3, 0.4, 16), (0.5, 1.0, 0.5, 1)]:
+        np.testing.assert_allclose(
+            L.ziyin_weight_decay_1d_test_loss(a, lr, s, g, 1.3),
+            L.online_stationary(np.eye(1) * a, lr, s, weight_decay=g,
+                                true_weights=np.array([1.3])).test_loss, rtol=1e-10)
+
+
+@pytest.mark.parametrize("s", [4, 16, 64])
+def test_ziyin_cor1_negative_weight_decay_criterion_vs_grid(s):
+    """Sign of the grid argmin of the exact test loss over gamma vs Cor. 1's criterion."""
+    a = 1.0
+    crit_lo, crit_hi = 2 / (1 + 2 / s), np.sqrt(s / 2)
+    for lr in np.linspace(0.3, 1.9, 9):
+        if abs(lr - crit_lo) < 0.05 or abs(lr - crit_hi) < 0.05:
+            continue
+        gammas = np.linspace(-0.6, 1.0, 321)
+        losses = []
+        for g in gammas:
+            k = a + g
+            ok = k > 0 and 2 * k - lr * (k**2 + 2 * a**2 / s) > 0 and (2 - lr * k) > 0
+            losses.append(L.ziyin_weight_decay_1d_test_loss(a, lr, s, g, 1.0) if ok else np.inf)
+        best = gammas[int(np.argmin(losses))]
+        if not np.isfinite(np.min(losses)):
+            continue
+        assert (best < 0) == bool(L.ziyin_negative_weight_decay_is_optimal(a, lr, s)), (lr, best)
