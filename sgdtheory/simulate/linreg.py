@@ -165,8 +165,8 @@ def online_linreg_sgd(key, input_cov, w_star, lr, batch_size, *, label_noise_var
       label_noise_var: :math:`\sigma^2 \ge 0`.
       steps, replicas, burn_in: as in :func:`linreg_sgd`.
       input_noise_cov: optional ``(D, D)`` PSD :math:`B`.
-      weight_decay, momentum, optimizer, init (default ``w_star``), dtype, groups, record_every,
-        record_replicas, divergence_threshold: as in :func:`linreg_sgd`.
+      weight_decay, momentum, optimizer, init, dtype, groups: as in :func:`linreg_sgd` (``init``
+        defaults to ``w_star``), and so are record_every, record_replicas, divergence_threshold.
 
     Raises:
       ValueError: shapes, non-PSD covariances, negative ``label_noise_var``.
