@@ -31,7 +31,7 @@ def _dataset(n=8, d=2, seed=0):
 
 
 def _budget(mode):
-    return (512, 3_000, 500) if mode == "quick" else (4096, 20_000, 2_000)
+    return (256, 2_000, 400) if mode == "quick" else (4096, 20_000, 2_000)
 
 
 def _loss_fns(a_cov, u):
