@@ -15,7 +15,7 @@ import numpy as np
 from sgdtheory import linreg as lr_theory
 from sgdtheory import quadratic as q
 from sgdtheory import simulate
-from sgdtheory.crosscheck._registry import Comparison, register
+from sgdtheory.crosscheck._registry import register
 from sgdtheory.crosscheck._util import compare_matrix, compare_scalar
 
 _A = np.array([[1.0, 0.3], [0.3, 0.5]])
@@ -179,6 +179,3 @@ def _data_wd(key, mode):
 def _data_shuffle(key, mode):
     return _data_rows(key, mode, 4, 0.7, "shuffle", False, "N=8, S=4, shuffle vs subsets theory")
 
-
-__all__: list = []
-_ = Comparison  # re-exported type used in the registry contract

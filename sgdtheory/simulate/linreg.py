@@ -10,14 +10,19 @@ Sampling rules (``sampling=``):
 
 * ``"with_replacement"``: ``S`` i.i.d. uniform indices (``jax.random.randint``).
 * ``"without_replacement"``: a uniform ``S``-subset, independently every step: the indices of the
-  ``S`` largest of ``N`` uniforms (``lax.top_k``, ``O(N)`` per replica-step; cheaper than
-  ``jax.random.permutation``, see PERFORMANCE-NOTES.md).
+  ``S`` largest of ``N`` i.i.d. uniforms (``lax.top_k``; exchangeability makes the subset uniform).
+  Measured on the 2-core CPU (1024 replicas, ``S = 4``, per step): ``top_k`` 0.8 / 1.5 / 6.9 ms at
+  ``N`` = 8 / 64 / 512, against 1.4 / 10 / 162 ms for ``argsort`` of uniforms and 1.3 / 8.4 / 170 ms
+  for a vmapped ``jax.random.permutation``; ``randint`` (with replacement) is 0.4-0.6 ms. For
+  ``N`` in the thousands with small ``S`` the ``O(N)`` cost per replica-step dominates.
 * ``"shuffle"``: epoch-wise random reshuffling, what a data loader does: each epoch a fresh random
   permutation (argsort of uniforms) is cut into ``N // S`` consecutive batches; the last
   ``N mod S`` examples of the permutation are dropped (``drop_last=True``). Consecutive batches
   within an epoch are *dependent* (disjoint), so the process is periodic, not a Markov chain with
   i.i.d. batches: neither i.i.d. rule describes it exactly; statistics here average over all
-  phases of the epoch. See ``docs/theory/linreg.md`` for the measured difference.
+  phases of the epoch. The permutation costs one ``argsort`` per epoch (amortised over ``N // S``
+  steps). Measured difference (``docs/theory/linreg.md`` Sec. 4): the stationary variance is 0.3-0.9
+  of the i.i.d.-subset value and the mean shifts by ``O(lr)``.
 
 The simulator never imports the theory (DESIGN.md); :mod:`sgdtheory.crosscheck.linreg` pairs them.
 """
