@@ -67,8 +67,9 @@ def per_sample_gradients(loss_fn: Callable[[Any, Any], jax.Array], params, batch
     Example:
       >>> import jax.numpy as jnp
       >>> loss = lambda w, z: 0.5 * (z[0] * w - z[1]) ** 2
-      >>> per_sample_gradients(loss, jnp.array(1.0), jnp.array([[1.0, 0.0], [2.0, 1.0]]))
-      Array([1., 2.], dtype=float64)
+      >>> g = per_sample_gradients(loss, jnp.array(1.0), jnp.array([[1.0, 0.0], [2.0, 1.0]]))
+      >>> g.tolist()
+      [1.0, 2.0]
     """
     return jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(params, batch)
 
