@@ -164,7 +164,7 @@ def crosscheck_records(results) -> list[dict[str, Any]]:
     return rows
 
 
-def crosscheck_summary(results, *, ax=None, z_clip: float = 12.0):
+def crosscheck_summary(results, *, ax=None, z_clip: float = 12.0, max_label: int = 60):
     r"""One-figure summary of a crosscheck run: the z-score of every comparison, by check.
 
     Each row is one comparison, :math:`z = (\text{sim} - \text{theory})/\text{se}`, clipped to
@@ -176,6 +176,7 @@ def crosscheck_summary(results, *, ax=None, z_clip: float = 12.0):
       results: as in :func:`crosscheck_records`.
       ax: matplotlib ``Axes`` (default: a new figure sized to the number of rows).
       z_clip: display limit for :math:`|z|`.
+      max_label: row labels (``"check: quantity"``) longer than this are shortened.
 
     Returns:
       The ``Axes``.
@@ -184,7 +185,7 @@ def crosscheck_summary(results, *, ax=None, z_clip: float = 12.0):
     if ax is None:
         import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots(figsize=(7.5, 1.2 + 0.22 * max(len(rows), 1)))
+        _, ax = plt.subplots(figsize=(9.0, 1.2 + 0.2 * max(len(rows), 1)))
     if not rows:
         ax.text(0.5, 0.5, "no crosscheck results", ha="center", va="center", transform=ax.transAxes)
         return ax
@@ -196,7 +197,8 @@ def crosscheck_summary(results, *, ax=None, z_clip: float = 12.0):
     ax.axvspan(-zmax, zmax, color="0.9", zorder=0, label=f"|z| ≤ {zmax:g}")
     ax.axvline(0.0, color="0.6", lw=0.8, zorder=1)
     for yi, r in zip(y, rows):
-        labels.append(f"{r['check']}: {r['quantity']}" + (f" [{r['params']}]" if r["params"] else ""))
+        label = f"{r['check']}: {r['quantity']}"
+        labels.append(label if len(label) <= max_label else label[:max_label - 1] + "…")
         z = r["z"]
         if r["error"] or z is None or not math.isfinite(z):
             ax.plot([0.0], [yi], "x", color="tab:red", ms=8, zorder=3)
