@@ -301,3 +301,20 @@ def test_ziyin_cor1_negative_weight_decay_criterion_vs_grid(s):
         if not np.isfinite(np.min(losses)):
             continue
         assert (best < 0) == bool(L.ziyin_negative_weight_decay_is_optimal(a, lr, s)), (lr, best)
+
+
+def test_grad_of_test_loss_matches_finite_difference():
+    f = lambda lr: L.online_stationary(A, lr, 4, label_noise_var=1.0, weight_decay=0.2,  # noqa
+                                       true_weights=U).test_loss
+    g = jax.grad(f)(0.4)
+    h = 1e-6
+    np.testing.assert_allclose(g, (f(0.4 + h) - f(0.4 - h)) / (2 * h), rtol=1e-6)
+
+
+def test_singular_input_cov_flat_direction_does_not_move():
+    a = np.diag([1.0, 0.0])
+    r = L.online_stationary(a, 0.5, 4, label_noise_var=1.0)
+    mean, cov, train = online_reference(np.diag([1.0, 1e-300]), 0.5, 4, sigma2=1.0)
+    assert np.all(np.isfinite(np.asarray(r.param_cov)))
+    np.testing.assert_allclose(r.param_cov[0, 0], cov[0, 0], rtol=1e-9)
+    np.testing.assert_allclose(r.param_cov[1], 0.0, atol=1e-15)
