@@ -20,7 +20,7 @@ X64_ENV_VAR = "SGDTHEORY_ENABLE_X64"
 if _os.environ.get(X64_ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off"):
     _jax.config.update("jax_enable_x64", True)
 
-from sgdtheory import linreg, noise, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
+from sgdtheory import escape, fokker_planck, landscape, linreg, noise, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
 from sgdtheory.quadratic import (  # noqa: E402
     LinearOptimizer,
     covariance_after,
@@ -34,6 +34,9 @@ from sgdtheory.simulate import Stats  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "escape",
+    "fokker_planck",
+    "landscape",
     "X64_ENV_VAR",
     "LinearOptimizer",
     "Stats",

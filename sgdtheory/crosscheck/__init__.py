@@ -10,6 +10,7 @@ from sgdtheory.crosscheck._util import compare_matrix, compare_scalar
 
 # Built-in checks register themselves on import.
 from sgdtheory.crosscheck import quadratic as _quadratic  # noqa: F401,E402
+from sgdtheory.crosscheck import escape as _escape  # noqa: F401,E402
 from sgdtheory.crosscheck import linreg as _linreg  # noqa: F401,E402
 
 __all__ = [

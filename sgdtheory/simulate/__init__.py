@@ -17,8 +17,12 @@ from sgdtheory.simulate._engine import (
 from sgdtheory.simulate.linreg import linreg_sgd, online_linreg_sgd
 from sgdtheory.simulate.optimizers import build_optimizer, pnm, precondition
 from sgdtheory.simulate.quadratic import NOISE_KINDS, draw_noise, quadratic_sgd
+from sgdtheory.simulate.escape import escape_times, sde_escape_times, state_dependent_sgd  # noqa: E402
 
 __all__ = [
+    "escape_times",
+    "sde_escape_times",
+    "state_dependent_sgd",
     "DivergenceWarning",
     "NOISE_KINDS",
     "Stats",
