@@ -318,3 +318,42 @@ def test_singular_input_cov_flat_direction_does_not_move():
     assert np.all(np.isfinite(np.asarray(r.param_cov)))
     np.testing.assert_allclose(r.param_cov[0, 0], cov[0, 0], rtol=1e-9)
     np.testing.assert_allclose(r.param_cov[1], 0.0, atol=1e-15)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), s=st.integers(1, 6), frac=st.floats(0.05, 0.95),
+       wd=st.floats(-0.05, 0.5), sig2=st.floats(0.0, 2.0), noisy=st.booleans())
+def test_property_online_equals_kronecker(seed, s, frac, wd, sig2, noisy):
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=(3, 3))
+    a = m @ m.T / 3 + 0.2 * np.eye(3)
+    b = np.diag(rng.uniform(0, 0.3, 3)) if noisy else None
+    u = rng.normal(size=3)
+    lr = frac * float(L.online_max_lr(a, s, weight_decay=wd, input_noise_cov=b))
+    r = L.online_stationary(a, lr, s, label_noise_var=sig2, weight_decay=wd, true_weights=u,
+                            input_noise_cov=b)
+    mean, cov, train = online_reference(a, lr, s, sigma2=sig2, wd=wd, u=u, b=b)
+    # the reference gets Sigma as E[ww^T] - mean mean^T: round-off ~1e-12 of the raw second moment
+    atol = 1e-11 * (1.0 + mean @ mean)
+    np.testing.assert_allclose(r.param_cov, cov, rtol=1e-6, atol=atol)
+    np.testing.assert_allclose(r.train_loss, train, rtol=1e-7, atol=atol)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 5), s=st.integers(1, 3),
+       rep=st.booleans(), frac=st.floats(0.05, 0.95))
+def test_property_dataset_equals_enumeration(seed, n, s, rep, frac):
+    s = min(s, n)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    y = rng.normal(size=n)
+    lr = frac * float(L.dataset_max_lr(x, s, replacement=rep))
+    r = L.dataset_stationary(x, y, lr, s, replacement=rep)
+    mean, cov, train = dataset_reference(x, y, lr, s, rep)
+    atol = 1e-11 * (1.0 + mean @ mean)  # round-off of E[ww^T] - mean mean^T in the reference
+    np.testing.assert_allclose(r.param_cov, cov, rtol=1e-6, atol=atol)
+    np.testing.assert_allclose(r.train_loss, train, rtol=1e-7, atol=atol)
