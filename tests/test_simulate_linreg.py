@@ -54,7 +54,8 @@ def test_online_stationary_against_simulation(kw):
 
 
 @pytest.mark.parametrize("sampling,replacement,s", [("with_replacement", True, 1),
-                                                    ("with_replacement", True, 3),
+                                                    pytest.param("with_replacement", True, 3,
+                                                                 marks=pytest.mark.slow),
                                                     ("without_replacement", False, 4)])
 def test_dataset_stationary_against_simulation(sampling, replacement, s):
     x, y = _data()
