@@ -141,10 +141,12 @@ def _data_rows(key, mode, s, lr_frac, sampling, replacement, params, wd=0.0):
     p = f"{params}, lr={lr_frac}·max={lr:.3g}"
     expect = "agree" if sampling != "shuffle" else "disagree"
     note = "" if sampling != "shuffle" else "epoch reshuffling ≠ i.i.d. subsets"
-    return [
-        compare_matrix("Σ", p, th.param_cov, st, expect=expect, note=note),
-        compare_scalar("train loss", p, th.train_loss, st, train, expect=expect, note=note),
-    ]
+    rows = [compare_matrix("Σ", p, th.param_cov, st, expect=expect, note=note)]
+    if sampling != "shuffle":
+        # (under shuffling the train loss differs by only ~0.4 %, |z| ~ 4-5: too close to the
+        # threshold to be a reliable "disagree" row; the covariance differs by ~60 %)
+        rows.append(compare_scalar("train loss", p, th.train_loss, st, train))
+    return rows
 
 
 @register("linreg/dataset-with-replacement",
