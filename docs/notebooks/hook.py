@@ -85,9 +85,16 @@ _ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|obj|exc):<code>~?(.*?)</c
 _DIRECTIVE = re.compile(r"<p>\.\. math::(.*?)</p>", re.S)
 
 
+def _unemphasize(tex: str) -> str:
+    """Undo markdown emphasis that ``*`` in a formula (``h^*``) produced inside a math block."""
+    for tag, mark in (("strong", "**"), ("em", "*")):
+        tex = tex.replace(f"<{tag}>", mark).replace(f"</{tag}>", mark)
+    return tex
+
+
 def on_page_content(html, page, config, files):
     if not page.file.src_uri.startswith("api/"):
         return html
-    html = _DIRECTIVE.sub(lambda m: f'<div class="arithmatex">\\[{m.group(1)}\\]</div>', html)
+    html = _DIRECTIVE.sub(lambda m: f'<div class="arithmatex">\\[{_unemphasize(m.group(1))}\\]</div>', html)
     html = _MATH.sub(lambda m: f'<span class="arithmatex">\\({m.group(1)}\\)</span>', html)
     return _ROLE.sub(lambda m: f"<code>{m.group(1)}</code>", html)
