@@ -202,7 +202,8 @@ plt.show()
 
 # %% [markdown]
 # **Reading the plots.** With additive noise, escape is Arrhenius; Kramers' formula is its
-# large-barrier limit and is visibly off (tens of percent) at $\Delta U/T \lesssim 3$, while the exact
+# large-barrier limit and is visibly off (about 20 % low, see the printed values) at
+# $\Delta U/T \lesssim 3$, while the exact
 # first-passage time matches SGD everywhere. With loss-proportional noise the escape time grows much
 # more slowly with the batch size than Arrhenius predicts: the slope of $\ln \tau$ is $\ln(L_s/L^*)$,
 # the power law of Mori et al.

@@ -5,9 +5,9 @@ Notebooks are jupytext percent-format ``.py`` files in ``notebooks/``: converted
 executed with nbclient in a ``python3`` kernel (ipykernel from the same environment).  Needs the
 ``dev`` extra (jupytext, nbclient, nbformat, ipykernel, matplotlib); skipped otherwise.
 
-Marked ``slow``: each notebook takes ~30-60 s in quick mode on 2 CPU cores (mostly XLA compiles,
-one per distinct optimizer), ~3-5 min for all, over the fast suite's budget.  Run them with
-``pytest -m slow tests/test_notebooks.py``.
+Part of the default suite: all six take ~2.3 min together on 2 idle CPU cores (11-34 s each in
+quick mode, mostly XLA compiles, one per distinct optimizer); on a loaded machine expect up to 2x.
+Run only these with ``pytest tests/test_notebooks.py``.
 """
 
 import os
@@ -25,7 +25,6 @@ pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_quick_mode(path, monkeypatch):
     monkeypatch.setenv("SGDTHEORY_QUICK", "1")
