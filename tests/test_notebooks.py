@@ -10,7 +10,6 @@ quick mode, mostly XLA compiles, one per distinct optimizer); on a loaded machin
 Run only these with ``pytest tests/test_notebooks.py``.
 """
 
-import os
 import pathlib
 import sys
 import time
