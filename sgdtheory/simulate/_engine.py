@@ -52,6 +52,11 @@ __all__ = [
     "estimate",
     "default_groups",
     "DivergenceWarning",
+    "Carry",
+    "init_carry",
+    "advance",
+    "finish",
+    "run_chunked",
 ]
 
 
@@ -106,24 +111,6 @@ def default_groups(replicas: int) -> int:
     )
 
 
-def _merge(acc, x, alive):
-    """Chan/Welford merge of one step's samples into each group's (n, mean, M2)."""
-    n, mu, m2 = acc  # (G,), (G, D), (G, D, D)
-    w = alive.astype(x.dtype)  # (G, q)
-    nb = jnp.sum(w, axis=1)
-    safe = jnp.maximum(nb, 1.0)
-    xb = jnp.where(alive[..., None], x, 0.0)
-    mb = jnp.sum(xb, axis=1) / safe[:, None]
-    dev = jnp.where(alive[..., None], x - mb[:, None, :], 0.0)
-    m2b = jnp.einsum("gqd,gqe->gde", dev, dev)
-    n_new = n + nb
-    frac = nb / jnp.maximum(n_new, 1.0)
-    delta = mb - mu
-    mu_new = mu + delta * frac[:, None]
-    m2_new = m2 + m2b + jnp.einsum("gd,ge->gde", delta, delta) * (n * frac)[:, None, None]
-    return n_new, mu_new, m2_new
-
-
 def run_replicas(
     key: jax.Array,
     init_fn: Callable[[jax.Array], Any],
@@ -139,18 +126,57 @@ def run_replicas(
     divergence_threshold: float = 1e8,
     stats_dtype=None,
     warn: bool = True,
+    noise_fn: Callable[[jax.Array, int], Any] | None = None,
+    block: int = 1,
+    unroll: int = 1,
+    devices=None,
+    chunk_steps: int | None = None,
+    progress: Callable[[int, int, Stats], Any] | None = None,
+    stop_on_divergence: bool = False,
 ) -> Stats:
     """Run ``steps`` steps of ``replicas`` replicas and stream the statistics of ``observe_fn``.
 
-    ``steps``, ``replicas``, ``burn_in``, ``groups`` and ``record_every`` are static: changing
-    them recompiles.  See the module docstring for the statistics and divergence rules.
+    ``steps``, ``replicas``, ``burn_in``, ``groups``, ``record_every``, ``block``, ``unroll``,
+    ``devices`` and ``chunk_steps`` are static: changing them recompiles.  See the module docstring
+    for the statistics and divergence rules.
+
+    Performance options (defaults reproduce the original one-step-at-a-time engine):
+
+    * ``noise_fn(key, n)`` -- draw the noise of ``n`` steps at once (a pytree with leading axis
+      ``n``); ``step_fn`` is then called as ``step_fn(noise_t, state)`` with one step's slice.
+      One big draw per ``block`` steps is much cheaper than ``block`` small ones.
+    * ``block`` -- steps per block: noise is drawn and statistics are merged once per block.
+    * ``unroll`` -- ``lax.scan`` unroll factor of the steps inside a block.
+    * ``devices`` -- ``"all"``, an int (the first n local devices) or a sequence of devices: the
+      replica axis is sharded across them (:mod:`jax.sharding`); results are the same for the same
+      key whatever the device count (threefry keys are partitionable) up to reduction rounding.
+    * ``chunk_steps`` -- run in chunks of this many steps (a multiple of ``block``), calling
+      ``progress(steps_done, steps, stats_so_far)`` between chunks on the host; statistics are
+      those of one long scan.  ``stop_on_divergence`` ends the run after the first chunk in which a
+      replica diverged (``Stats.steps`` then says how many steps ran).
     """
     steps, replicas, burn_in, groups, record_every, record_replicas = check_run_args(
         steps, replicas, burn_in, groups, record_every, record_replicas)
-    stats = scan_replicas(key, init_fn, step_fn, observe_fn, steps=steps, replicas=replicas,
-                          burn_in=burn_in, groups=groups, record_every=record_every,
-                          record_replicas=record_replicas,
-                          divergence_threshold=divergence_threshold, stats_dtype=stats_dtype)
+    if chunk_steps is None:
+        if progress is not None or stop_on_divergence:
+            raise ValueError("progress= and stop_on_divergence= need chunk_steps=.")
+        stats = scan_replicas(
+            key, init_fn, step_fn, observe_fn, steps=steps, replicas=replicas, burn_in=burn_in,
+            groups=groups, record_every=record_every, record_replicas=record_replicas,
+            divergence_threshold=divergence_threshold, stats_dtype=stats_dtype,
+            noise_fn=noise_fn, block=block, unroll=unroll, devices=devices)
+    else:
+        if record_every is not None:
+            raise ValueError("record_every= is not supported with chunk_steps=.")
+        opts = dict(replicas=replicas, burn_in=burn_in, groups=groups,
+                    divergence_threshold=divergence_threshold, stats_dtype=stats_dtype,
+                    noise_fn=noise_fn, block=block, unroll=unroll, devices=devices)
+        start = jax.jit(lambda k: init_carry(k, init_fn, observe_fn, **opts))
+        adv = jax.jit(lambda c, t0, n: advance(c, t0, n, step_fn, observe_fn, **opts),
+                      static_argnums=2)
+        stats = run_chunked(start(key), adv, steps=steps, replicas=replicas, burn_in=burn_in,
+                            chunk_steps=chunk_steps, block=block, progress=progress,
+                            stop_on_divergence=stop_on_divergence)
     if warn:
         warn_divergence(stats, divergence_threshold)
     return stats
@@ -186,72 +212,197 @@ def warn_divergence(stats: Stats, divergence_threshold: float = 1e8) -> None:
 
 def scan_replicas(key, init_fn, step_fn, observe_fn, *, steps, replicas, burn_in, groups,
                   record_every=None, record_replicas=8, divergence_threshold=1e8,
-                  stats_dtype=None) -> Stats:
+                  stats_dtype=None, noise_fn=None, block=1, unroll=1, devices=None) -> Stats:
     """The traceable core of :func:`run_replicas` (no validation, no warning): call it inside a
-    front-end's ``jax.jit`` with the static arguments already checked by :func:`check_run_args`."""
+    front-end's ``jax.jit`` with the static arguments already checked by :func:`check_run_args`.
+    ``noise_fn``, ``block``, ``unroll`` and ``devices``: see :func:`run_replicas`."""
+    opts = dict(replicas=replicas, burn_in=burn_in, groups=groups,
+                divergence_threshold=divergence_threshold, stats_dtype=stats_dtype,
+                noise_fn=noise_fn, block=block, unroll=unroll, devices=devices)
+    carry = init_carry(key, init_fn, observe_fn, **opts)
+    traj = None
+    if record_every is None:
+        carry = advance(carry, 0, steps, step_fn, observe_fn, **opts)
+    else:
+        # Blocks must not straddle a recording point.
+        opts["block"] = math.gcd(_checks.check_int("block", block, 1), record_every)
+        n_rec = steps // record_every
+
+        def rec_block(c, b):
+            c = advance(c, b * record_every, record_every, step_fn, observe_fn, **opts)
+            return c, observe_fn(c.state)[:record_replicas]
+
+        carry, traj = lax.scan(rec_block, carry, jnp.arange(n_rec))  # O(steps/record_every)
+        if steps - n_rec * record_every:
+            carry = advance(carry, n_rec * record_every, steps - n_rec * record_every, step_fn,
+                            observe_fn, **opts)
+    return finish(carry, steps, replicas, burn_in)._replace(trajectory=traj)
+
+
+class Carry(NamedTuple):
+    """Everything a run carries between chunks: O(replicas * D + groups * D^2), never O(steps)."""
+
+    key: jax.Array
+    state: Any
+    alive: jax.Array
+    n: jax.Array
+    mu: jax.Array
+    m2: jax.Array
+
+
+def _mesh(devices):
+    if devices is None:
+        return None
+    if isinstance(devices, str):
+        if devices != "all":
+            raise ValueError(f"devices must be 'all', an int or a sequence of devices; got {devices!r}.")
+        devs = jax.local_devices()
+    elif isinstance(devices, int):
+        devs = jax.local_devices()[:devices]
+        if len(devs) < devices:
+            raise ValueError(f"devices={devices} but only {len(devs)} local devices exist.")
+    else:
+        devs = list(devices)
+    return jax.sharding.Mesh(np.array(devs), ("replicas",))
+
+
+def _shard(tree, mesh, replicas, axis=0):
+    """Constrain every array with ``replicas`` along ``axis`` to be split over the mesh."""
+    if mesh is None:
+        return tree
+    spec = jax.sharding.PartitionSpec(*([None] * axis + ["replicas"]))
+    shd = jax.sharding.NamedSharding(mesh, spec)
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def one(a):
+        if a.ndim > axis and a.shape[axis] == replicas:
+            return lax.with_sharding_constraint(a, shd)
+        return lax.with_sharding_constraint(a, rep)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def init_carry(key, init_fn, observe_fn, *, replicas, groups, stats_dtype=None, devices=None,
+               **_):
+    """Initial :class:`Carry`: ``init_fn`` state, every replica alive, empty statistics."""
     if stats_dtype is None:
         stats_dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    stats, traj = _run(key, init_fn, step_fn, observe_fn, steps, replicas, burn_in, groups,
-                       record_every, record_replicas, divergence_threshold, stats_dtype)
-    return stats._replace(trajectory=traj)
-
-
-def _run(key, init_fn, step_fn, observe_fn, steps, replicas, burn_in, groups, record_every,
-         record_replicas, threshold, stats_dtype):
     k_init, k_run = jax.random.split(key)
-    state = init_fn(k_init)
+    state = _shard(init_fn(k_init), _mesh(devices), replicas)
     x0 = observe_fn(state)
     if x0.ndim != 2 or x0.shape[0] != replicas:
         raise ValueError(
             f"observe_fn must return a (replicas, D) = ({replicas}, D) array; got {x0.shape}."
         )
     d = x0.shape[1]
+    return Carry(k_run, state, jnp.ones((replicas,), dtype=bool),
+                 jnp.zeros((groups,), stats_dtype), jnp.zeros((groups, d), stats_dtype),
+                 jnp.zeros((groups, d, d), stats_dtype))
+
+
+def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, burn_in, groups,
+            divergence_threshold=1e8, stats_dtype=None, noise_fn=None, block=1, unroll=1,
+            devices=None) -> Carry:
+    """Run steps ``t0+1 .. t0+length`` (``length`` static; ``t0`` may be traced and must be a
+    multiple of ``block``).  Step ``t`` uses ``fold_in(key, t)`` (or, with ``noise_fn``, block
+    ``t0/block + b`` uses ``fold_in(key, block_index)``), so splitting a run into chunks on block
+    boundaries gives the same random numbers and the same statistics as one long scan."""
+    block = max(1, min(int(block), int(length)))
+    mesh = _mesh(devices)
+    stats_dtype = carry.mu.dtype
     q = replicas // groups
-    alive0 = jnp.ones((replicas,), dtype=bool)
-    acc0 = (
-        jnp.zeros((groups,), stats_dtype),
-        jnp.zeros((groups, d), stats_dtype),
-        jnp.zeros((groups, d, d), stats_dtype),
-    )
+    d = carry.mu.shape[1]
+    threshold = divergence_threshold
+    k_run = carry.key
 
-    def one_step(carry, t):
-        # The step's key is derived from its index inside the scan, so nothing of size O(steps)
-        # is ever materialised (memory independent of the run length).
-        state, alive, acc = carry
-        state = step_fn(jax.random.fold_in(k_run, t), state)
-        x = observe_fn(state)
-        ok = jnp.all(jnp.isfinite(x) & (jnp.abs(x) <= threshold), axis=1)
-        alive = alive & ok
-        xs = x.astype(stats_dtype).reshape(groups, q, d)
-        use = alive & (t >= burn_in)
-        acc = _merge(acc, xs, use.reshape(groups, q))
-        return (state, alive, acc), None
+    def run_block(c, b, nsteps):
+        state, alive, n, mu, m2 = c
+        t_first = b * block  # steps t_first+1 .. t_first+nsteps
+        # Shift for the block's raw sums: each group's alive mean at the block's start.
+        x_start = observe_fn(state).astype(stats_dtype).reshape(groups, q, d)
+        a_start = alive.reshape(groups, q)
+        ref = (jnp.sum(jnp.where(a_start[..., None], x_start, 0.0), axis=1)
+               / jnp.maximum(jnp.sum(a_start, axis=1), 1)[:, None].astype(stats_dtype))
+        if noise_fn is not None:
+            noise = _shard(noise_fn(jax.random.fold_in(k_run, b), nsteps), mesh, replicas, 1)
+        else:
+            noise = None
 
-    def run_steps(carry, start, length):
-        def body(c, _):
-            inner, t = c
-            inner, _ = one_step(inner, t)
-            return (inner, t + 1), None
+        def body(cc, i):
+            st, al = cc
+            t = t_first + i + 1
+            if noise is None:
+                st = step_fn(jax.random.fold_in(k_run, t), st)
+            else:
+                st = step_fn(jax.tree_util.tree_map(lambda a: a[i], noise), st)
+            st = _shard(st, mesh, replicas)
+            x = observe_fn(st)
+            ok = jnp.all(jnp.isfinite(x) & (jnp.abs(x) <= threshold), axis=1)
+            al = al & ok
+            use = al & (t >= burn_in)
+            xg = x.astype(stats_dtype).reshape(groups, q, d) - ref[:, None, :]
+            dev = jnp.where(use.reshape(groups, q)[..., None], xg, 0.0)
+            return (st, al), (dev, use)
 
-        (carry, _), _ = lax.scan(body, (carry, start + 1), None, length=length)
-        return carry
+        (state, alive), (devs, uses) = lax.scan(body, (state, alive), jnp.arange(nsteps),
+                                                unroll=max(1, min(int(unroll), nsteps)))
+        # One fused reduction per block: raw sums about `ref`, then a Chan merge.
+        devs = devs.reshape(nsteps, groups, q, d)
+        nb = jnp.sum(uses.reshape(nsteps, groups, q), axis=(0, 2)).astype(stats_dtype)
+        s1 = jnp.sum(devs, axis=(0, 2))
+        s2 = jnp.einsum("bgqd,bgqe->gde", devs, devs)
+        safe = jnp.maximum(nb, 1.0)
+        mb = ref + s1 / safe[:, None]
+        m2b = s2 - jnp.einsum("gd,ge->gde", s1, s1) / safe[:, None, None]
+        n_new = n + nb
+        frac = nb / jnp.maximum(n_new, 1.0)
+        delta = mb - mu
+        mu = mu + delta * frac[:, None]
+        m2 = m2 + m2b + jnp.einsum("gd,ge->gde", delta, delta) * (n * frac)[:, None, None]
+        return (state, alive, n_new, mu, m2)
 
-    carry = (state, alive0, acc0)
-    traj = None
-    if record_every is None:
-        carry = run_steps(carry, 0, steps)
-    else:
-        n_rec = steps // record_every
+    c = (carry.state, carry.alive, carry.n, carry.mu, carry.m2)
+    nblocks, rem = divmod(int(length), block)
+    b0 = t0 // block
+    if nblocks:
+        # The block index rides in the carry: no O(steps) index array is materialised.
+        def outer(cb, _):
+            cc, b = cb
+            return (run_block(cc, b, block), b + 1), None
 
-        def block(carry, b):
-            carry = run_steps(carry, b * record_every, record_every)
-            return carry, observe_fn(carry[0])[:record_replicas]
+        (c, _), _ = lax.scan(outer, (c, jnp.asarray(b0)), None, length=nblocks)
+    if rem:
+        c = run_block(c, b0 + nblocks, rem)
+    return Carry(k_run, *c)
 
-        carry, traj = lax.scan(block, carry, jnp.arange(n_rec))  # O(steps/record_every): the output
-        if steps - n_rec * record_every:
-            carry = run_steps(carry, n_rec * record_every, steps - n_rec * record_every)
-    _, alive, (n, mu, m2) = carry
-    return _finalize(n, mu, m2, steps, replicas, burn_in, alive), traj
+
+def finish(carry: Carry, steps: int, replicas: int, burn_in: int) -> Stats:
+    """:class:`Stats` of a :class:`Carry` after ``steps`` steps."""
+    return _finalize(carry.n, carry.mu, carry.m2, steps, replicas, burn_in, carry.alive)
+
+
+def run_chunked(carry: Carry, advance_fn, *, steps, replicas, burn_in, chunk_steps, block=1,
+                progress=None, stop_on_divergence=False) -> Stats:
+    """Host loop over chunks: ``advance_fn(carry, t0, n)`` (jitted) runs ``n`` steps after ``t0``.
+
+    Calls ``progress(steps_done, steps, stats)`` after every chunk (no per-step host callback);
+    stops early after a chunk with a diverged replica when ``stop_on_divergence``.
+    """
+    chunk_steps = _checks.check_int("chunk_steps", chunk_steps, 1)
+    if chunk_steps % max(1, int(block)):
+        raise ValueError(f"chunk_steps={chunk_steps} must be a multiple of block={block}.")
+    done = 0
+    while done < steps:
+        n = min(chunk_steps, steps - done)
+        carry = advance_fn(carry, jnp.asarray(done), n)
+        done += n
+        if progress is not None or stop_on_divergence:
+            stats = finish(carry, done, replicas, burn_in)
+            if progress is not None:
+                progress(done, steps, stats)
+            if stop_on_divergence and int(stats.diverged) > 0:
+                break
+    return finish(carry, done, replicas, burn_in)
 
 
 def _finalize(n, mu, m2, steps, replicas, burn_in, alive) -> Stats:

@@ -9,6 +9,10 @@ of :mod:`sgdtheory.quadratic`; it never imports it (DESIGN.md).
 from __future__ import annotations
 
 from functools import partial
+from typing import Any, NamedTuple
+
+import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +21,33 @@ import optax
 
 from sgdtheory import _checks
 from sgdtheory._linalg import psd_sqrt
+from sgdtheory.simulate import _engine
 from sgdtheory.simulate._engine import Stats, check_run_args, scan_replicas, warn_divergence
 from sgdtheory.simulate.optimizers import build_optimizer
 
-__all__ = ["quadratic_sgd", "draw_noise", "NOISE_KINDS"]
+__all__ = ["quadratic_sgd", "draw_noise", "NOISE_KINDS", "PRNG_IMPLS", "NoiseLawWarning"]
 
 NOISE_KINDS = ("gaussian", "rademacher")
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
+class NoiseLawWarning(UserWarning):
+    """A non-Gaussian noise law was asked for where the result depends on more than its covariance."""
+
+
+def _sign_bits(key, shape, dtype):
+    """Rademacher signs from packed random bits: one 32-bit word gives 32 signs (32x fewer random
+    bits than ``jax.random.rademacher``, which spends a uniform draw per sign)."""
+    total = math.prod(shape)
+    words = jax.random.bits(key, (-(-total // 32),), jnp.uint32)
+    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)[None, :]) & jnp.uint32(1)
+    bits = bits.reshape(-1)[:total].reshape(shape)
+    return (1 - 2 * bits.astype(jnp.int32)).astype(dtype)
+
+
+def _auto_block(d: int) -> int:
+    """Steps of noise drawn at once (measured on a 2-core CPU: see docs/performance.md)."""
+    return 1 if d < 4 else 8
 
 
 def draw_noise(key, shape, kind: str, dtype):
@@ -65,6 +90,14 @@ def quadratic_sgd(
     record_every: int | None = None,
     record_replicas: int = 8,
     divergence_threshold: float = 1e8,
+    noise_dtype=None,
+    block: int | None = None,
+    unroll: int = 1,
+    prng_impl: str | None = None,
+    devices=None,
+    chunk_steps: int | None = None,
+    progress=None,
+    stop_on_divergence: bool = False,
 ) -> Stats:
     r"""Simulate discrete-time SGD on :math:`L(w) = \tfrac12 (w-w^*)^\top H (w-w^*)` with noise :math:`C`.
 
@@ -88,6 +121,29 @@ def quadratic_sgd(
       dtype: simulation dtype (``jnp.float32`` is faster; statistics still accumulate in float64).
       groups, record_every, record_replicas, divergence_threshold: see
         :func:`sgdtheory.simulate.run_replicas`.
+      noise_dtype: dtype the standard noise is drawn (and multiplied by :math:`C^{1/2}`) in before
+        it is cast to ``dtype``; ``jnp.float32`` noise into a float64 state is ~1.3x faster on CPU
+        and changes :math:`C` by a relative ~1e-7 (default: ``dtype``).
+      block: steps of noise drawn at once and statistics merged at once (default: 8 for
+        ``D >= 4``, 1 below, where blocking was measured slower).  Static.
+      unroll: ``lax.scan`` unroll of the steps inside a block.  Static.
+      prng_impl: ``"threefry2x32"``, ``"rbg"`` or ``"unsafe_rbg"``: derive a key of that
+        implementation from ``key`` (default: use ``key`` as given).  Results under ``rbg`` are not
+        guaranteed equal across device counts.
+      devices: shard the replicas across devices (``"all"``, an int or a list); same results for
+        the same key whatever the device count (see :func:`~sgdtheory.simulate.run_replicas`).
+      chunk_steps, progress, stop_on_divergence: run in chunks with a host ``progress(steps_done,
+        steps, stats)`` call between chunks and an optional early stop after a chunk with a
+        diverged replica; the statistics equal those of one long scan.  ``chunk_steps`` must be
+        a multiple of ``block``.
+
+    Validity of ``noise="rademacher"``: it has exactly the covariance :math:`C`, so every first-
+    and second-moment prediction of these *linear* dynamics (means, covariances, losses,
+    autocorrelations: all of :mod:`sgdtheory.quadratic`) is unchanged, and its smaller fourth
+    moment and far cheaper random bits reach a given standard error sooner.  It is **not** valid
+    for tails, histograms, escape times, or any optimizer that is nonlinear in the gradient (a
+    custom ``optimizer=`` such as Adam): a :class:`NoiseLawWarning` is raised for ``optimizer=``
+    and for ``record_every=`` (trajectories are used for distributions).
 
     Returns:
       :class:`~sgdtheory.simulate.Stats` of ``w`` (mean, covariance, standard errors, divergence).
@@ -115,6 +171,20 @@ def quadratic_sgd(
     _checks.check_nonnegative("sam_radius", sam_radius)
     if noise not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {NOISE_KINDS}; got {noise!r}.")
+    if noise == "rademacher":
+        if optimizer is not None:
+            warnings.warn(
+                "noise='rademacher' matches only the covariance of Gaussian noise; with a custom "
+                "optax optimizer (nonlinear in the gradient) the moments depend on the whole noise "
+                "law, so the results need not match Gaussian-noise theory.", NoiseLawWarning,
+                stacklevel=2)
+        if record_every is not None:
+            warnings.warn(
+                "noise='rademacher' is valid for first and second moments only; the recorded "
+                "trajectory's distribution (tails, histograms, escape) is not that of Gaussian "
+                "noise.", NoiseLawWarning, stacklevel=2)
+    if prng_impl is not None and prng_impl not in PRNG_IMPLS:
+        raise ValueError(f"prng_impl must be one of {PRNG_IMPLS}; got {prng_impl!r}.")
     if preconditioner is not None:
         p = _checks.square_matrix("preconditioner", preconditioner)
         if p.shape != h.shape:
@@ -124,34 +194,111 @@ def quadratic_sgd(
     w0 = ws if init is None else _checks.check_vector("init", init, d)
     steps, replicas, burn_in, groups, record_every, record_replicas = check_run_args(
         steps, replicas, burn_in, groups, record_every, record_replicas)
-    opt = build_optimizer(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                          preconditioner=preconditioner, optimizer=optimizer)
+    if optimizer is None:
+        # Hyper-parameters are traced arguments (a sweep over lr does not recompile); only the
+        # structure of the optax chain is static.
+        opt = _SgdSpec(not (isinstance(momentum, (int, float)) and momentum == 0), bool(nesterov),
+                       not (isinstance(weight_decay, (int, float)) and weight_decay == 0))
+        hyper = (jnp.asarray(lr, float), jnp.asarray(momentum, float), jnp.asarray(weight_decay, float))
+    else:
+        opt = build_optimizer(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                              preconditioner=preconditioner, optimizer=optimizer)
+        hyper = None
     use_sam = not (isinstance(sam_radius, (int, float)) and sam_radius == 0)
-    stats = _simulate(key, h, c, ws, w0, sam_radius, preconditioner, opt=opt, use_sam=use_sam,
-                      steps=steps, replicas=replicas, burn_in=burn_in, groups=groups,
-                      record_every=record_every, record_replicas=record_replicas,
-                      threshold=float(divergence_threshold), noise=noise, dtype=jnp.dtype(dtype))
+    block = _auto_block(d) if block is None else _checks.check_int("block", block, 1)
+    unroll = _checks.check_int("unroll", unroll, 1)
+    dtype = jnp.dtype(dtype)
+    cfg = _Config(opt=opt, use_sam=use_sam, replicas=replicas, burn_in=burn_in, groups=groups,
+                  threshold=float(divergence_threshold), noise=noise, dtype=dtype,
+                  noise_dtype=dtype if noise_dtype is None else jnp.dtype(noise_dtype),
+                  block=block, unroll=unroll, prng_impl=prng_impl,
+                  devices=None if devices is None else _devices_key(devices))
+    static = dict(cfg=cfg)
+    args = (key, h, c, ws, w0, sam_radius, preconditioner, hyper)
+    if chunk_steps is None:
+        if progress is not None or stop_on_divergence:
+            raise ValueError("progress= and stop_on_divergence= need chunk_steps=.")
+        stats = _simulate_cfg(*args, steps=steps, record_every=record_every,
+                          record_replicas=record_replicas, **static)
+    else:
+        if record_every is not None:
+            raise ValueError("record_every= is not supported with chunk_steps=.")
+        carry = _start(*args, **static)
+        stats = _engine.run_chunked(
+            carry, lambda cr, t0, n: _advance(cr, t0, *args[1:], length=n, cfg=cfg),
+            steps=steps, replicas=replicas, burn_in=burn_in, chunk_steps=chunk_steps, block=block,
+            progress=progress, stop_on_divergence=stop_on_divergence)
     warn_divergence(stats, divergence_threshold)
     return stats
 
 
-@partial(jax.jit, static_argnames=("opt", "use_sam", "steps", "replicas", "burn_in", "groups",
-                                   "record_every", "record_replicas", "threshold", "noise", "dtype"))
-def _simulate(key, h, c, w_star, w0, sam_radius, preconditioner, *, opt, use_sam, steps, replicas,
-              burn_in, groups, record_every, record_replicas, threshold, noise, dtype):
+def _devices_key(devices):
+    """A hashable (static) form of ``devices``."""
+    if isinstance(devices, (str, int)):
+        return devices
+    return tuple(devices)
+
+
+class _SgdSpec(NamedTuple):
+    """Static structure of the default optax chain (its hyper-parameters are traced)."""
+
+    has_momentum: bool
+    nesterov: bool
+    has_weight_decay: bool
+
+
+class _Config(NamedTuple):
+    """Static configuration of one compiled simulator (hashable: a jit static argument)."""
+
+    opt: Any
+    use_sam: bool
+    replicas: int
+    burn_in: int
+    groups: int
+    threshold: float
+    noise: str
+    dtype: Any
+    noise_dtype: Any
+    block: int
+    unroll: int
+    prng_impl: str | None
+    devices: Any
+
+
+def _model(key, h, c, w_star, w0, sam_radius, preconditioner, hyper, cfg: _Config):
+    """The quadratic model's (key, init_fn, step_fn, noise_fn, observe_fn) for the engine."""
+    replicas, noise, dtype, noise_dtype = cfg.replicas, cfg.noise, cfg.dtype, cfg.noise_dtype
+    opt, use_sam = cfg.opt, cfg.use_sam
+    if isinstance(opt, _SgdSpec):  # the default chain, hyper-parameters traced
+        has_mom, nesterov, has_wd = opt
+        lr, momentum, weight_decay = hyper
+        opt = build_optimizer(lr, momentum=momentum if has_mom else 0.0, nesterov=nesterov,
+                              weight_decay=weight_decay if has_wd else 0.0,
+                              preconditioner=preconditioner)
     d = h.shape[0]
     h = h.astype(dtype)
-    chol = psd_sqrt(c).astype(dtype)
+    chol = psd_sqrt(c).astype(noise_dtype)
     w_star = w_star.astype(dtype)
     p = None if preconditioner is None else jnp.asarray(preconditioner, dtype)
+    if cfg.prng_impl is not None:
+        n_words = {"threefry2x32": 2, "rbg": 4, "unsafe_rbg": 4}[cfg.prng_impl]
+        key = jax.random.wrap_key_data(jax.random.bits(key, (n_words,), jnp.uint32),
+                                       impl=cfg.prng_impl)
 
     def init_fn(_key):
         w = jnp.broadcast_to(w0.astype(dtype), (replicas, d))
         return w, jax.vmap(opt.init)(w)
 
-    def step_fn(k, state):
+    def noise_fn(k, n):
+        # One draw and one (n R, D) x (D, D) product for n steps; chol is symmetric.
+        if noise == "gaussian":
+            z = jax.random.normal(k, (n, replicas, d), noise_dtype)
+        else:
+            z = _sign_bits(k, (n, replicas, d), noise_dtype)
+        return (z @ chol).astype(dtype)
+
+    def step_fn(xi, state):
         w, opt_state = state
-        xi = draw_noise(k, (replicas, d), noise, dtype) @ chol  # chol symmetric
         g = (w - w_star[None, :]) @ h + xi
         if use_sam:
             ascent = g if p is None else g @ p
@@ -162,6 +309,49 @@ def _simulate(key, h, c, w_star, w0, sam_radius, preconditioner, *, opt, use_sam
     def observe_fn(state):
         return state[0]
 
-    return scan_replicas(key, init_fn, step_fn, observe_fn, steps=steps, replicas=replicas,
-                         burn_in=burn_in, groups=groups, record_every=record_every,
-                         record_replicas=record_replicas, divergence_threshold=threshold)
+    return key, init_fn, step_fn, noise_fn, observe_fn
+
+
+def _engine_opts(cfg: _Config):
+    return dict(replicas=cfg.replicas, burn_in=cfg.burn_in, groups=cfg.groups,
+                divergence_threshold=cfg.threshold, block=cfg.block, unroll=cfg.unroll,
+                devices=cfg.devices)
+
+
+@partial(jax.jit, static_argnames=("opt", "use_sam", "steps", "replicas", "burn_in", "groups",
+                                   "record_every", "record_replicas", "threshold", "noise", "dtype"))
+def _simulate(key, h, c, w_star, w0, sam_radius, preconditioner, *, opt, use_sam, steps, replicas,
+              burn_in, groups, record_every, record_replicas, threshold, noise, dtype):
+    """The original private entry point (kept for callers that lower it), default fast options."""
+    cfg = _Config(opt=opt, use_sam=use_sam, replicas=replicas, burn_in=burn_in, groups=groups,
+                  threshold=threshold, noise=noise, dtype=dtype, noise_dtype=dtype,
+                  block=_auto_block(h.shape[0]), unroll=1, prng_impl=None, devices=None)
+    return _simulate_cfg(key, h, c, w_star, w0, sam_radius, preconditioner, None, cfg=cfg, steps=steps,
+                         record_every=record_every, record_replicas=record_replicas)
+
+
+@partial(jax.jit, static_argnames=("cfg", "steps", "record_every", "record_replicas"))
+def _simulate_cfg(key, h, c, w_star, w0, sam_radius, preconditioner, hyper, *, cfg, steps, record_every,
+              record_replicas):
+    key, init_fn, step_fn, noise_fn, observe_fn = _model(key, h, c, w_star, w0, sam_radius,
+                                                         preconditioner, hyper, cfg)
+    return scan_replicas(key, init_fn, step_fn, observe_fn, steps=steps,
+                         record_every=record_every, record_replicas=record_replicas,
+                         noise_fn=noise_fn, **_engine_opts(cfg))
+
+
+@partial(jax.jit, static_argnames=("cfg",))
+def _start(key, h, c, w_star, w0, sam_radius, preconditioner, hyper, *, cfg):
+    key, init_fn, _, _, observe_fn = _model(key, h, c, w_star, w0, sam_radius, preconditioner,
+                                            hyper, cfg)
+    return _engine.init_carry(key, init_fn, observe_fn, **_engine_opts(cfg))
+
+
+@partial(jax.jit, static_argnames=("cfg", "length"))
+def _advance(carry, t0, h, c, w_star, w0, sam_radius, preconditioner, hyper, *, cfg, length):
+    # carry.key is already the run key (converted to cfg.prng_impl by _start).
+    _, _, step_fn, noise_fn, observe_fn = _model(carry.key, h, c, w_star, w0, sam_radius,
+                                                 preconditioner, hyper,
+                                                 cfg._replace(prng_impl=None))
+    return _engine.advance(carry, t0, length, step_fn, observe_fn, noise_fn=noise_fn,
+                           **_engine_opts(cfg))
