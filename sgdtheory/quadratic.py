@@ -36,7 +36,7 @@ References:
   ICML 2021 (arXiv:2012.03636), Thms 1-3, Cor 1.
   Mandt, Hoffman & Blei, "Stochastic gradient descent as approximate Bayesian inference",
   JMLR 18 (2017) -- the continuous-time limit.
-  Xie, Yuan, Sato & Sugiyama, "Positive-negative momentum", ICML 2021 (arXiv:2103.17182).
+  Xie, Yuan, Zhu & Sugiyama, "Positive-negative momentum", ICML 2021 (arXiv:2103.17182).
   Foret et al., "Sharpness-aware minimization", ICLR 2021; Andriushchenko & Flammarion (2022)
   for the unnormalized variant.
 """
@@ -165,7 +165,7 @@ def nesterov(momentum) -> LinearOptimizer:
 
 
 def pnm(beta0, beta1) -> LinearOptimizer:
-    r"""Positive-negative momentum (Xie, Yuan, Sato & Sugiyama 2021, Algorithm "SGD-PNM").
+    r"""Positive-negative momentum (Xie, Yuan, Zhu & Sugiyama 2021, Algorithm "SGD-PNM").
 
     Two momentum buffers updated on alternate steps, written time-invariantly with the state
     :math:`(w, m_{t-1}, m_{t-2})`:
@@ -507,7 +507,8 @@ def covariance_after(hessian, noise_cov, lr, steps, init_cov, *, momentum=0.0, w
       steps: a non-negative integer or a 1-D integer array of step counts (then the result has a
         leading axis of that length).
       init_cov: ``(D, D)`` PSD covariance of the initial ``w`` (zeros for a deterministic start).
-      Other arguments as in :func:`stationary_covariance`.
+
+    The other arguments are as in :func:`stationary_covariance`.
     """
     opt = _resolve_optimizer(momentum, optimizer)
     prob = _prepare(hessian, noise_cov, weight_decay, preconditioner, lr)

@@ -43,7 +43,7 @@ class PNMState(NamedTuple):
 
 
 def pnm(learning_rate, beta0: float = 1.0, beta1: float = 0.9) -> optax.GradientTransformation:
-    r"""SGD with positive-negative momentum (Xie, Yuan, Sato & Sugiyama, ICML 2021).
+    r"""SGD with positive-negative momentum (Xie, Yuan, Zhu & Sugiyama, ICML 2021).
 
     .. math::
         m_t = \beta_1^2 m_{t-2} + (1-\beta_1^2) g_t,\qquad
