@@ -147,7 +147,8 @@ def run_replicas(
       One big draw per ``block`` steps is much cheaper than ``block`` small ones.
     * ``block`` -- steps per block: noise is drawn and statistics are merged once per block.
     * ``unroll`` -- ``lax.scan`` unroll factor of the steps inside a block.
-    * ``devices`` -- ``"all"``, an int (the first n local devices) or a sequence of devices: the
+    * ``devices`` -- ``"all"`` (local), ``"global"`` (all processes after
+      ``jax.distributed.initialize()``), an int (the first n local devices) or a sequence: the
       replica axis is sharded across them (:mod:`jax.sharding`); results are the same for the same
       key whatever the device count (threefry keys are partitionable) up to reduction rounding.
     * ``chunk_steps`` -- run in chunks of this many steps (a multiple of ``block``), calling
@@ -254,9 +255,12 @@ def _mesh(devices):
     if devices is None:
         return None
     if isinstance(devices, str):
-        if devices != "all":
-            raise ValueError(f"devices must be 'all', an int or a sequence of devices; got {devices!r}.")
-        devs = jax.local_devices()
+        if devices not in ("all", "global"):
+            raise ValueError("devices must be 'all', 'global', an int or a sequence of devices; "
+                             f"got {devices!r}.")
+        # "global": every device of every process after jax.distributed.initialize() (each
+        # process runs the same program; the statistics come back replicated).
+        devs = jax.local_devices() if devices == "all" else jax.devices()
     elif isinstance(devices, int):
         devs = jax.local_devices()[:devices]
         if len(devs) < devices:
@@ -307,7 +311,7 @@ def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, bur
     multiple of ``block``).  Step ``t`` uses ``fold_in(key, t)`` (or, with ``noise_fn``, block
     ``t0/block + b`` uses ``fold_in(key, block_index)``), so splitting a run into chunks on block
     boundaries gives the same random numbers and the same statistics as one long scan."""
-    block = max(1, min(int(block), int(length)))
+    block = max(1, int(block))  # never shrunk: block indices must match one long scan
     mesh = _mesh(devices)
     stats_dtype = carry.mu.dtype
     q = replicas // groups
