@@ -91,6 +91,7 @@ def throughput(quick: bool):
         "block=1": ours(block=1),
         "block=8": ours(block=8),
         "block=8 f32 noise": ours(block=8, noise_dtype=jnp.float32),
+        "block=1 f32 noise": ours(block=1, noise_dtype=jnp.float32),
         "block=8 f32 noise rbg": ours(block=8, noise_dtype=jnp.float32, prng_impl="rbg"),
         "rademacher block=8": ours(block=8, noise="rademacher"),
         "floor: normal f64 draws": lambda: floor64(key),
@@ -146,8 +147,8 @@ def time_to_precision(quick: bool, target: float = 0.01):
 
     methods = {
         "numpy gaussian f64 (baseline)": lambda: numpy_sgd(1, h, chol, lr, steps, replicas, burn_in, 32),
-        "ours gaussian f64 block=8": ours(block=8),
-        "ours gaussian f32-noise block=8": ours(block=8, noise_dtype=jnp.float32),
+        "ours gaussian f64 block=1": ours(block=1),
+        "ours gaussian f32-noise block=1": ours(block=1, noise_dtype=jnp.float32),
         "ours rademacher f64": ours(block=8, noise="rademacher"),
         "ours rademacher f32 state": ours(block=8, noise="rademacher", dtype=jnp.float32),
     }
