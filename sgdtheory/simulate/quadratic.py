@@ -45,9 +45,11 @@ def _sign_bits(key, shape, dtype):
     return (1 - 2 * bits.astype(jnp.int32)).astype(dtype)
 
 
-def _auto_block(d: int) -> int:
-    """Steps of noise drawn at once (measured on a 2-core CPU: see docs/performance.md)."""
-    return 1 if d < 4 else 8
+def _auto_block(noise: str) -> int:
+    """Steps of noise drawn at once.  Measured on a 2-core CPU (docs/performance.md): Gaussian
+    draws cost per element, and blocks of 8 were 10-25 % slower than 1 at D = 10; packed
+    Rademacher bits need blocks to fill their 32-bit words."""
+    return 8 if noise == "rademacher" else 1
 
 
 def draw_noise(key, shape, kind: str, dtype):
@@ -124,8 +126,8 @@ def quadratic_sgd(
       noise_dtype: dtype the standard noise is drawn (and multiplied by :math:`C^{1/2}`) in before
         it is cast to ``dtype``; ``jnp.float32`` noise into a float64 state is ~1.3x faster on CPU
         and changes :math:`C` by a relative ~1e-7 (default: ``dtype``).
-      block: steps of noise drawn at once and statistics merged at once (default: 8 for
-        ``D >= 4``, 1 below, where blocking was measured slower).  Static.
+      block: steps of noise drawn at once and statistics merged at once (default: 1 for
+        Gaussian noise, where blocks were measured slower on CPU; 8 for Rademacher).  Static.
       unroll: ``lax.scan`` unroll of the steps inside a block.  Static.
       prng_impl: ``"threefry2x32"``, ``"rbg"`` or ``"unsafe_rbg"``: derive a key of that
         implementation from ``key`` (default: use ``key`` as given).  Results under ``rbg`` are not
@@ -205,7 +207,7 @@ def quadratic_sgd(
                               preconditioner=preconditioner, optimizer=optimizer)
         hyper = None
     use_sam = not (isinstance(sam_radius, (int, float)) and sam_radius == 0)
-    block = _auto_block(d) if block is None else _checks.check_int("block", block, 1)
+    block = _auto_block(noise) if block is None else _checks.check_int("block", block, 1)
     unroll = _checks.check_int("unroll", unroll, 1)
     dtype = jnp.dtype(dtype)
     cfg = _Config(opt=opt, use_sam=use_sam, replicas=replicas, burn_in=burn_in, groups=groups,
@@ -325,7 +327,7 @@ def _simulate(key, h, c, w_star, w0, sam_radius, preconditioner, *, opt, use_sam
     """The original private entry point (kept for callers that lower it), default fast options."""
     cfg = _Config(opt=opt, use_sam=use_sam, replicas=replicas, burn_in=burn_in, groups=groups,
                   threshold=threshold, noise=noise, dtype=dtype, noise_dtype=dtype,
-                  block=_auto_block(h.shape[0]), unroll=1, prng_impl=None, devices=None)
+                  block=_auto_block(noise), unroll=1, prng_impl=None, devices=None)
     return _simulate_cfg(key, h, c, w_star, w0, sam_radius, preconditioner, None, cfg=cfg, steps=steps,
                          record_every=record_every, record_replicas=record_replicas)
 
