@@ -105,7 +105,7 @@ i0 = int(np.argmin(np.abs(x2 - 2.0)))
 p0 = np.zeros_like(x2)
 p0[i0] = 1 / (x2[1] - x2[0])
 ks = [100, 400, 1600]
-p_t = fp.evolve_1d(drift, diffusion, x2, p0, np.array([LR * (k + 0.5) for k in ks]))
+p_t = fp.evolve_1d(drift, diffusion, x2, p0, np.array([LR * k for k in ks]))
 edges2 = np.array([-3.0, -1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0])
 lo2, hi2 = jnp.asarray(edges2[:-1]), jnp.asarray(edges2[1:])
 R2 = 8 * REPLICAS
@@ -113,8 +113,8 @@ sims2 = []
 for j, k in enumerate(ks):
     s = st.simulate.state_dependent_sgd(
         jax.random.key(10 + j), lambda w: H1 * w, lambda w: jnp.sqrt(2 * H1 * loss(w) / B),
-        lambda w: ((w[0] >= lo2) & (w[0] < hi2)).astype(w.dtype), 2.0, LR, steps=k + 1,
-        replicas=R2, burn_in=k)
+        lambda w: ((w[0] >= lo2) & (w[0] < hi2)).astype(w.dtype), 2.0, LR, steps=k,
+        replicas=R2, burn_in=k - 1)  # statistics of step k alone
     sims2.append((bin_probabilities(p_t[j], x2, edges2), np.asarray(s.mean), np.asarray(s.mean_stderr)))
     print(f"k = {k:5d} (t = {LR * k:.1f}): FP {np.round(sims2[-1][0], 4)}\n{'':20s}SGD {np.round(sims2[-1][1], 4)}")
 

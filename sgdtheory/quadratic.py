@@ -239,6 +239,8 @@ def _resolve_optimizer(momentum, optimizer) -> LinearOptimizer:
 
 class _Problem(NamedTuple):
     h_eff: jax.Array  # P^{1/2}(H + gamma I)P^{1/2}
+    eig: jax.Array  # its eigenvalues, ascending (one eigendecomposition serves checks and solves)
+    basis: jax.Array  # its eigenvectors
     c_eff: jax.Array  # P^{1/2} C P^{1/2}
     sqrt_p: jax.Array | None  # P^{1/2}, or None
 
@@ -281,9 +283,10 @@ def _prepare(hessian, noise_cov, weight_decay, preconditioner, lr=None) -> _Prob
         if c is not None:
             c = sqrt_p @ c @ sqrt_p
     h = 0.5 * (h + h.T)
-    hv = _checks.concrete_value(h)
-    if hv is not None:
-        e_min = float(np.linalg.eigvalsh(hv)[0]) if d else 1.0
+    eig, basis = jnp.linalg.eigh(h)
+    ev = _checks.concrete_value(eig)
+    if ev is not None:
+        e_min = float(ev[0]) if d else 1.0
         if e_min <= 0:
             what = "hessian + weight_decay*I" + (" (preconditioned)" if preconditioner is not None else "")
             raise ValueError(
@@ -291,7 +294,7 @@ def _prepare(hessian, noise_cov, weight_decay, preconditioner, lr=None) -> _Prob
                 f"eigenvalue is {e_min:.4g}. Along a flat or negative-curvature direction the "
                 "noise accumulates without bound."
             )
-    return _Problem(h, c, sqrt_p)
+    return _Problem(h, eig, basis, c, sqrt_p)
 
 
 def _numeric_lr_bound(opt: LinearOptimizer, h_eigs: np.ndarray) -> float:
@@ -318,8 +321,8 @@ def _numeric_lr_bound(opt: LinearOptimizer, h_eigs: np.ndarray) -> float:
     return float(scipy.optimize.brentq(excess, lo, hi, xtol=1e-14 * hi, rtol=1e-13))
 
 
-def _bound(opt: LinearOptimizer, h_eff):
-    e = jnp.linalg.eigvalsh(h_eff)
+def _bound(opt: LinearOptimizer, e):
+    """The optimizer's stability bound for a spectrum ``e`` (ascending eigenvalues)."""
     if opt.lr_bound is not None:
         return opt.lr_bound(e[-1])
     ev = _checks.concrete_value(e)
@@ -348,7 +351,7 @@ def max_stable_lr(hessian, *, momentum=0.0, weight_decay=0.0, preconditioner=Non
     """
     opt = _resolve_optimizer(momentum, optimizer)
     prob = _prepare(hessian, None, weight_decay, preconditioner)
-    return _bound(opt, prob.h_eff)
+    return _bound(opt, prob.eig)
 
 
 def is_stable(hessian, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None, optimizer=None):
@@ -360,7 +363,7 @@ def is_stable(hessian, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=Non
 def _check_stable(opt, prob, lr):
     if not (_checks.is_concrete(lr) and _checks.is_concrete(prob.h_eff)):
         return
-    bound = _bound(opt, prob.h_eff)
+    bound = _bound(opt, prob.eig)
     _checks.check_lr_below(lr, bound, opt.bound_expr)
 
 
@@ -373,7 +376,7 @@ def _nan_if_unstable(result, opt, prob, lr):
         return result
     if opt.lr_bound is None:
         return result
-    e = jnp.linalg.eigvalsh(prob.h_eff)
+    e = prob.eig
     ok = (lr > 0) & (lr < opt.lr_bound(e[-1])) & (e[0] > 0)
     return jnp.where(ok, result, jnp.nan)
 
@@ -444,7 +447,7 @@ def stationary_covariance(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=
     prob = _prepare(hessian, noise_cov, weight_decay, preconditioner, lr)
     _check_stable(opt, prob, lr)
     if method == "eigh":
-        e, u = jnp.linalg.eigh(prob.h_eff)
+        e, u = prob.eig, prob.basis
         m, b = _blocks(opt, e, lr)
         c_tilde = u.T @ prob.c_eff @ u
         sig_tilde = pairwise_stein(m, b, c_tilde)
@@ -474,7 +477,7 @@ def stationary_covariance_continuous(hessian, noise_cov, lr, *, momentum=0.0, we
     """
     _checks.check_momentum(momentum)
     prob = _prepare(hessian, noise_cov, weight_decay, preconditioner, lr)
-    e, u = jnp.linalg.eigh(prob.h_eff)
+    e, u = prob.eig, prob.basis
     c_tilde = u.T @ prob.c_eff @ u
     sig_tilde = lr * c_tilde / ((1.0 - momentum) * (e[:, None] + e[None, :]))
     return _from_eigenbasis(sig_tilde, u, prob.sqrt_p)
@@ -522,7 +525,7 @@ def covariance_after(hessian, noise_cov, lr, steps, init_cov, *, momentum=0.0, w
     if not jnp.issubdtype(steps.dtype, jnp.integer) or steps.ndim > 1:
         raise ValueError("steps must be a non-negative integer or a 1-D array of integers.")
     _checks.check_nonnegative("steps", steps)
-    e, u = jnp.linalg.eigh(prob.h_eff)
+    e, u = prob.eig, prob.basis
     m, b = _blocks(opt, e, lr)
     c_tilde = u.T @ prob.c_eff @ u
     # Full k x k blocks of X_inf per eigen-pair (i, j): (D, D, k, k).

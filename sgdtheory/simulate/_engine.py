@@ -74,7 +74,8 @@ class Stats(NamedTuple):
       cov_stderr: ``(D, D)`` standard error of each entry of ``cov``.
       steps: total steps run per replica (burn-in included).
       replicas: number of replicas.
-      burn_in: steps discarded before averaging.
+      burn_in: the first ``burn_in`` steps are discarded; statistics average steps
+        ``burn_in + 1 .. steps`` (``burn_in = steps - 1``: the last step only).
       diverged: number of replicas that diverged (excluded from the statistics from then on).
       group_mean: ``(G, D)`` per-group means (independent replica groups).
       group_cov: ``(G, D, D)`` per-group covariances.
@@ -343,7 +344,7 @@ def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, bur
             x = observe_fn(st)
             ok = jnp.all(jnp.isfinite(x) & (jnp.abs(x) <= threshold), axis=1)
             al = al & ok
-            use = al & (t >= burn_in)
+            use = al & (t > burn_in)  # steps 1..burn_in are discarded
             xg = x.astype(stats_dtype).reshape(groups, q, d) - ref[:, None, :]
             dev = jnp.where(use.reshape(groups, q)[..., None], xg, 0.0)
             return (st, al), (dev, use)
