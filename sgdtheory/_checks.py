@@ -30,6 +30,7 @@ __all__ = [
     "check_momentum",
     "check_lr_below",
     "check_int",
+    "check_dataset",
 ]
 
 
@@ -72,6 +73,19 @@ def check_vector(name: str, x: Any, dim: int) -> jax.Array:
     if x.shape != (dim,):
         raise ValueError(f"{name} must have shape ({dim},); got shape {tuple(x.shape)}.")
     return x
+
+
+def check_dataset(inputs: Any, targets: Any) -> tuple[jax.Array, jax.Array]:
+    """Check a regression dataset: ``inputs`` of shape (N, D) and ``targets`` of shape (N,)."""
+    x = as_float_array(inputs)
+    y = as_float_array(targets)
+    if x.ndim != 2:
+        raise ValueError(f"inputs must have shape (N, D); got {tuple(x.shape)}.")
+    if y.shape != (x.shape[0],):
+        raise ValueError(
+            f"targets must have shape (N,) = ({x.shape[0]},) to match inputs of shape "
+            f"{tuple(x.shape)}; got {tuple(y.shape)}.")
+    return x, y
 
 
 def _scale(v: np.ndarray) -> float:

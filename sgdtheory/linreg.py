@@ -452,15 +452,7 @@ def learning_curve(input_cov, lr, batch_size, steps, *, init_error_cov, label_no
 
 
 def _prepare_dataset(inputs, targets):
-    x = _checks.as_float_array(inputs)
-    y = _checks.as_float_array(targets)
-    if x.ndim != 2:
-        raise ValueError(f"inputs must have shape (N, D); got {tuple(x.shape)}.")
-    if y.shape != (x.shape[0],):
-        raise ValueError(
-            f"targets must have shape (N,) = ({x.shape[0]},) to match inputs of shape "
-            f"{tuple(x.shape)}; got {tuple(y.shape)}.")
-    return x, y
+    return _checks.check_dataset(inputs, targets)
 
 
 def _dataset_basis(x, weight_decay):

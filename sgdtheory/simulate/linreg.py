@@ -82,14 +82,7 @@ def linreg_sgd(key, inputs, targets, lr, batch_size, *, steps: int, replicas: in
       ValueError: shape mismatch of inputs/targets, unknown ``sampling``, ``batch_size > N``
         without replacement or with ``"shuffle"``.
     """
-    x = _checks.as_float_array(inputs)
-    y = _checks.as_float_array(targets)
-    if x.ndim != 2:
-        raise ValueError(f"inputs must have shape (N, D); got {tuple(x.shape)}.")
-    if y.shape != (x.shape[0],):
-        raise ValueError(
-            f"targets must have shape (N,) = ({x.shape[0]},) to match inputs of shape "
-            f"{tuple(x.shape)}; got {tuple(y.shape)}.")
+    x, y = _checks.check_dataset(inputs, targets)
     n, d = x.shape
     s = _checks.check_int("batch_size", batch_size, 1)
     if sampling not in SAMPLING_RULES:
