@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--json FILE] [--only a,b,c,d]``: every workload beside its
+"""``python -m benchmarks [--quick] [--json FILE] [--only a,b,c,d,e]``: every workload beside its
 baseline, measured in the same run (interleaved, best-of-N), printed as a table of ratios."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller workloads (< ~2 min)")
     ap.add_argument("--json", metavar="FILE", help="write all rows and the environment as JSON")
-    ap.add_argument("--only", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    ap.add_argument("--only", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
     args = ap.parse_args(argv)
 
     import jax
@@ -24,6 +24,7 @@ def main(argv=None):
     import scipy
 
     import sgdtheory  # noqa: F401  (x64 on)
+    from benchmarks.fokker_planck import fokker_planck
     from benchmarks.memory import memory
     from benchmarks.simulator import throughput, time_to_precision
     from benchmarks.solvers import solvers
@@ -35,7 +36,8 @@ def main(argv=None):
                devices=[str(d) for d in jax.devices()], quick=args.quick,
                load_average=os.getloadavg())
     print("env:", json.dumps(env))
-    parts = {"a": throughput, "b": time_to_precision, "c": solvers, "d": memory}
+    parts = {"a": throughput, "b": time_to_precision, "c": solvers, "d": memory,
+             "e": fokker_planck}
     rows = []
     t0 = time.perf_counter()
     for name in args.only.split(","):
