@@ -16,6 +16,7 @@ Two routes:
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -130,36 +131,56 @@ def pairwise_stein(m: jax.Array, b: jax.Array, c: jax.Array, *, index: int = 0) 
     return c * unit
 
 
-def _det2(a, b, c, d):
-    return a * d - b * c
+def solve_elementwise(a: jax.Array, rhs: jax.Array) -> jax.Array:
+    """Solve many small ``n x n`` systems laid out element-wise: ``a`` is ``(n, n, *S)``, ``rhs`` is
+    ``(n, *S)``; returns ``x`` of shape ``(n, *S)`` with ``a[:, :, s] @ x[:, s] = rhs[:, s]``.
+
+    Gaussian elimination with partial pivoting, unrolled over the (static, small) ``n`` and
+    vectorised over ``S``: backward stable like LAPACK's ``gesv``, but O(n^3) whole-array operations
+    instead of one LAPACK call per system.  (Cramer's rule, used before, cancelled catastrophically
+    for nearly singular systems -- momentum close to 1 -- and gave wrong answers in float32.)
+    """
+    n = a.shape[0]
+    a = jnp.asarray(a)
+    x = jnp.asarray(rhs)
+    for k in range(n):
+        piv = jnp.argmax(jnp.abs(a[k:, k]), axis=0) + k  # (*S)
+        # swap rows k and piv, element-wise
+        sel_a = jnp.broadcast_to(piv[None, None], (1,) + a.shape[1:])
+        row_p = jnp.take_along_axis(a, sel_a, axis=0)[0]
+        row_k = a[k]
+        rows = [a[r] if r < k else jnp.where((piv == r)[None], row_k, a[r]) for r in range(n)]
+        rows[k] = row_p
+        a = jnp.stack(rows)
+        x_p = jnp.take_along_axis(x, piv[None], axis=0)[0]
+        xs = [x[r] if r < k else jnp.where(piv == r, x[k], x[r]) for r in range(n)]
+        xs[k] = x_p
+        # eliminate below the pivot
+        for r in range(k + 1, n):
+            f = a[r, k] / a[k, k]
+            xs[r] = xs[r] - f * xs[k]
+            a = a.at[r].set(a[r] - f[None] * a[k])
+        x = jnp.stack(xs)
+    out = [None] * n
+    for r in range(n - 1, -1, -1):
+        acc = x[r]
+        for c in range(r + 1, n):
+            acc = acc - a[r, c] * out[c]
+        out[r] = acc / a[r, r]
+    return jnp.stack(out)
 
 
-def _det4(rows):
-    """Determinant of 4x4 matrices given as ``rows[r][c]`` (arrays), by Laplace expansion along
-    the first two rows (six products of 2x2 minors)."""
-    r0, r1, r2, r3 = rows
-    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
-    total = 0.0
-    for p, q in pairs:
-        rest = [x for x in range(4) if x not in (p, q)]
-        sign = (-1) ** (p + q + 1)  # (-1)^{(0+1) + (p+q)} with 0-based rows 0, 1
-        top = _det2(r0[p], r0[q], r1[p], r1[q])
-        bot = _det2(r2[rest[0]], r2[rest[1]], r3[rest[0]], r3[rest[1]])
-        total = total + sign * top * bot
-    return total
-
-
+@partial(jax.jit, static_argnames="index")
 def _stein_2x2_pairs(m, b, index):
     r"""All ``(i, j)`` block pairs of ``X = M_i X M_j^T + b_i b_j^T`` for 2x2 blocks at once.
 
-    Element-wise over the ``(D, D)`` pairs: Cramer's rule on the 4x4 system
-    :math:`(I - M_i \otimes M_j)\,\mathrm{vec}X = b_i \otimes b_j` (row-major vec), returning
-    :math:`X_{\text{index},\text{index}}`.  No per-pair LAPACK call and no loop: O(D^2) array
-    operations (a batched ``solve`` inside ``lax.map`` was slower and was seen to hang XLA's CPU
-    runtime on repeated calls at D = 1000).
+    Element-wise over the ``(D, D)`` pairs: the 4x4 system
+    :math:`(I - M_i \otimes M_j)\,\mathrm{vec}X = b_i \otimes b_j` (row-major vec) solved by
+    :func:`solve_elementwise` (pivoted elimination), returning :math:`X_{\text{index},\text{index}}`.
+    No per-pair LAPACK call and no loop over pairs: O(D^2) array operations (a batched ``solve``
+    inside ``lax.map`` was slower and was seen to hang XLA's CPU runtime on repeated calls at
+    D = 1000).
     """
-    d = m.shape[0]
-    # K[(a,c),(e,f)] = Mi[a,e] Mj[c,f];  A = I - K;  each entry a (D, D) array over (i, j).
     rows = []
     for a in range(2):
         for cc in range(2):
@@ -168,12 +189,9 @@ def _stein_2x2_pairs(m, b, index):
                 for f in range(2):
                     kij = m[:, a, e][:, None] * m[:, cc, f][None, :]
                     row.append((1.0 if (a, cc) == (e, f) else 0.0) - kij)
-            rows.append(row)
-    rhs = [b[:, a][:, None] * b[:, cc][None, :] for a in range(2) for cc in range(2)]
-    sel = index * 2 + index
-    num_rows = [[rhs[r] if col == sel else rows[r][col] for col in range(4)] for r in range(4)]
-    del d
-    return _det4(num_rows) / _det4(rows)
+            rows.append(jnp.stack(row))
+    rhs = jnp.stack([b[:, a][:, None] * b[:, cc][None, :] for a in range(2) for cc in range(2)])
+    return solve_elementwise(jnp.stack(rows), rhs)[index * 2 + index]
 
 
 def psd_sqrt(c: jax.Array) -> jax.Array:

@@ -245,7 +245,7 @@ class _Problem(NamedTuple):
     sqrt_p: jax.Array | None  # P^{1/2}, or None
 
 
-def _prepare(hessian, noise_cov, weight_decay, preconditioner, lr=None) -> _Problem:
+def _prepare(hessian, noise_cov, weight_decay, preconditioner, lr=None, *, check_pd=True) -> _Problem:
     """Validate shapes/values and remove weight decay and preconditioner (see module docstring)."""
     h = _checks.square_matrix("hessian", hessian)
     _checks.check_symmetric("hessian", h)
@@ -284,7 +284,7 @@ def _prepare(hessian, noise_cov, weight_decay, preconditioner, lr=None) -> _Prob
             c = sqrt_p @ c @ sqrt_p
     h = 0.5 * (h + h.T)
     eig, basis = jnp.linalg.eigh(h)
-    ev = _checks.concrete_value(eig)
+    ev = _checks.concrete_value(eig) if check_pd else None
     if ev is not None:
         e_min = float(ev[0]) if d else 1.0
         if e_min <= 0:
@@ -318,7 +318,11 @@ def _numeric_lr_bound(opt: LinearOptimizer, h_eigs: np.ndarray) -> float:
         lo, hi = hi, 2 * hi
     else:  # pragma: no cover
         return float("inf")
-    return float(scipy.optimize.brentq(excess, lo, hi, xtol=1e-14 * hi, rtol=1e-13))
+    root = float(scipy.optimize.brentq(excess, lo, hi, xtol=1e-14 * hi, rtol=1e-13))
+    # brentq may land a hair on the unstable side; the bound must be a stable-side value.
+    while excess(root) >= 0:
+        root *= 1 - 1e-12
+    return root
 
 
 def _bound(opt: LinearOptimizer, e):
@@ -355,9 +359,16 @@ def max_stable_lr(hessian, *, momentum=0.0, weight_decay=0.0, preconditioner=Non
 
 
 def is_stable(hessian, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None, optimizer=None):
-    """``lr < max_stable_lr(...)`` as a (jit-able) boolean; the predicate to use inside ``jit``."""
-    return lr < max_stable_lr(hessian, momentum=momentum, weight_decay=weight_decay,
-                              preconditioner=preconditioner, optimizer=optimizer)
+    r"""Whether a stationary state exists: :math:`\rho(M) < 1`, as a jit-/vmap-able boolean.
+
+    Exact for any :class:`LinearOptimizer` and any (traced) learning rate and hyperparameters:
+    every eigen-block :math:`M_i` is tested by the Schur--Cohn recursion on its characteristic
+    polynomial, so momentum outside [0, 1), PNM and user-defined optimizers are all covered.
+    Raises (eagerly) only for invalid input such as a non-symmetric Hessian.
+    """
+    opt = _resolve_optimizer(momentum, optimizer)
+    prob = _prepare(hessian, None, weight_decay, preconditioner, check_pd=False)
+    return _stable(opt, prob, lr)
 
 
 def _check_stable(opt, prob, lr):
@@ -367,18 +378,52 @@ def _check_stable(opt, prob, lr):
     _checks.check_lr_below(lr, bound, opt.bound_expr)
 
 
-def _nan_if_unstable(result, opt, prob, lr):
-    """Under jit (values traced, no eager check possible) an unstable lr yields NaN, never garbage.
+def _charpoly(a):
+    """Monic characteristic polynomials of a batch of ``k x k`` matrices (Faddeev--LeVerrier),
+    coefficients highest degree first: ``det(zI - A) = z^k + c_1 z^{k-1} + ... + c_k``."""
+    k = a.shape[-1]
+    eye = jnp.eye(k, dtype=a.dtype)
+    c = jnp.ones(a.shape[:-2], a.dtype)
+    coeffs, mk = [c], jnp.zeros_like(a)
+    for i in range(1, k + 1):
+        mk = a @ mk + c[..., None, None] * jnp.broadcast_to(eye, a.shape)
+        c = -jnp.trace(a @ mk, axis1=-2, axis2=-1) / i
+        coeffs.append(c)
+    return jnp.stack(coeffs, axis=-1)
 
-    Only for optimizers with a closed-form bound; the predicate is :func:`is_stable`.
-    """
-    if _checks.is_concrete(lr) and _checks.is_concrete(prob.h_eff):
-        return result
-    if opt.lr_bound is None:
-        return result
-    e = prob.eig
-    ok = (lr > 0) & (lr < opt.lr_bound(e[-1])) & (e[0] > 0)
-    return jnp.where(ok, result, jnp.nan)
+
+@jax.jit
+def _blocks_stable(m):
+    """All eigen-blocks ``(D, k, k)`` have spectral radius < 1 (compiled once per shape)."""
+    return jnp.all(_roots_inside_unit_disk(_charpoly(m)))
+
+
+def _roots_inside_unit_disk(p):
+    """Schur--Cohn test: all roots of the polynomial(s) ``p`` (highest degree first) have |z| < 1.
+
+    Each step needs |r| < 1 for the reflection coefficient r = p_n / p_0 and recurses on
+    (p - r p*)/z, of one degree less (p* = p with reversed coefficients)."""
+    ok = jnp.ones(p.shape[:-1], bool)
+    for deg in range(p.shape[-1] - 1, 0, -1):
+        r = p[..., deg] / p[..., 0]
+        ok = ok & (jnp.abs(r) < 1)
+        p = p[..., :deg] - r[..., None] * p[..., deg:0:-1]
+    return ok
+
+
+def _stable(opt, prob, lr, m=None):
+    """rho(M) < 1 (all eigen-blocks), lr > 0 and a positive-definite effective Hessian."""
+    if m is None:
+        m, _ = _blocks(opt, prob.eig, lr)
+    return (_blocks_stable(m) & (lr > 0)
+            & (jnp.min(prob.eig, initial=jnp.inf) > 0))
+
+
+def _nan_if_unstable(result, opt, prob, lr, m=None):
+    """Where values may be traced (jit/vmap/grad over lr, momentum, weight decay, ...) the eager
+    checks cannot run: an unstable configuration then yields NaN, never a meaningless matrix.
+    The test is exact for every optimizer (:func:`is_stable`); concrete input was already checked."""
+    return jnp.where(_stable(opt, prob, lr, m), result, jnp.nan)
 
 
 def transition_matrices(hessian, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None,
@@ -451,7 +496,7 @@ def stationary_covariance(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=
         m, b = _blocks(opt, e, lr)
         c_tilde = u.T @ prob.c_eff @ u
         sig_tilde = pairwise_stein(m, b, c_tilde)
-        return _nan_if_unstable(_from_eigenbasis(sig_tilde, u, prob.sqrt_p), opt, prob, lr)
+        return _nan_if_unstable(_from_eigenbasis(sig_tilde, u, prob.sqrt_p), opt, prob, lr, m)
     if method == "dense":
         d = prob.h_eff.shape[0]
         m, b = opt.matrices(prob.h_eff, lr)

@@ -244,3 +244,58 @@ def test_shape_errors_raise_under_jit_too():
         jax.jit(lambda lr: st.stationary_covariance(np.ones((2, 3)), np.eye(2), lr))(0.1)
     with pytest.raises(ValueError, match="must match"):
         jax.jit(lambda lr: st.stationary_covariance(H2, np.eye(3), lr))(0.1)
+
+
+# ----------------------------------------------------------------- review regressions (P1-P3)
+@pytest.mark.parametrize("mu, frac", [(0.99, 0.9), (0.999, 0.9), (0.999, 0.99)])
+def test_pair_solve_accurate_at_large_momentum(mu, frac):
+    """The k = 2 pair solve is pivoted elimination: at momentum near 1 and lr near the edge it
+    stays at LAPACK's accuracy (unpivoted Cramer's rule lost up to 4 digits here)."""
+    h = np.diag(np.linspace(0.2, 1.0, 5))
+    lr = frac * 2 * (1 + mu)
+    c = np.eye(5) + 0.3 * np.ones((5, 5))
+    sig = st.stationary_covariance(h, c, lr, momentum=mu)
+    ref = scipy_stationary(h, c, lr, q.heavy_ball(mu))
+    np.testing.assert_allclose(sig, ref, rtol=1e-8 if frac < 0.99 else 1e-7)
+
+
+def test_pair_solve_float32_is_not_garbage():
+    mu = 0.99
+    h = np.diag(np.array([1.0, 1.5, 1.9]) * (1 + mu)).astype(np.float32)
+    sig = np.asarray(st.stationary_covariance(h, np.eye(3, dtype=np.float32), np.float32(1.0),
+                                              momentum=np.float32(mu)))
+    assert sig.dtype == np.float32
+    ref = scipy_stationary(h.astype(np.float64), np.eye(3), 1.0, q.heavy_ball(mu))
+    np.testing.assert_allclose(np.diag(sig), np.diag(ref), rtol=1e-3)
+
+
+def test_traced_hyperparameters_unstable_give_nan():
+    h = np.diag([1.0, 2.0])
+    # heavy ball at lr = 1.5 is stable iff 1.5 * 2 < 2 (1 + mu), i.e. mu > 0.5
+    f = jax.vmap(lambda mu: st.stationary_covariance(h, np.eye(2), 1.5, momentum=mu)[1, 1])
+    out = np.asarray(f(jnp.array([0.1, 0.3, 0.7])))
+    assert np.all(np.isnan(out[:2])) and np.isfinite(out[2])
+    np.testing.assert_allclose(out[2], st.stationary_covariance(h, np.eye(2), 1.5, momentum=0.7)[1, 1])
+    g = jax.vmap(lambda mu: st.covariance_after(h, np.eye(2), 1.5, 10, np.zeros((2, 2)), momentum=mu))
+    assert np.all(np.isnan(g(jnp.array([0.1]))))
+    assert not bool(jax.jit(lambda mu: q.is_stable(h, 0.5, momentum=mu))(1.2))
+    pnm_lr = jax.jit(lambda lr: st.stationary_covariance(h, np.eye(2), lr, optimizer=q.pnm(0.5, 0.9)))
+    assert np.all(np.isnan(pnm_lr(50.0)))
+    assert np.all(np.isfinite(pnm_lr(0.5 * float(q.max_stable_lr(h, optimizer=q.pnm(0.5, 0.9))))))
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: f"{o.name}{o.hyper}")
+def test_is_stable_is_exact_at_the_edge(opt):
+    h, _ = random_problem(4, 12)
+    lr_max = float(q.max_stable_lr(h, optimizer=opt))
+    assert bool(q.is_stable(h, lr_max * (1 - 1e-6), optimizer=opt))
+    assert not bool(q.is_stable(h, lr_max * (1 + 1e-6), optimizer=opt))
+
+
+def test_numeric_bound_lies_on_the_stable_side():
+    """PNM's bound is found by root bracketing; the value returned must itself be stable."""
+    h, _ = random_problem(4, 13)
+    opt = q.pnm(1.0, 0.9)
+    lr_max = float(q.max_stable_lr(h, optimizer=opt))
+    m, _ = q.transition_matrices(h, lr_max, optimizer=opt)
+    assert np.max(np.abs(np.linalg.eigvals(np.asarray(m)))) < 1

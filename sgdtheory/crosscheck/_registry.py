@@ -78,10 +78,15 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        finite = math.isfinite(self.simulation) and math.isfinite(self.theory)
+        """Both verdicts need finite numbers and a finite, positive standard error: a NaN theory, a
+        NaN simulation or an infinite error bar never passes, whichever way the row expects."""
+        valid = (math.isfinite(self.simulation) and math.isfinite(self.theory)
+                 and math.isfinite(self.stderr) and self.stderr > 0)
+        if not valid:
+            return False
         if self.expect == "agree":
-            return finite and abs(self.z) <= self.z_max
-        return (not finite) or abs(self.z) > self.z_max
+            return abs(self.z) <= self.z_max
+        return abs(self.z) > self.z_max
 
     def as_dict(self) -> dict:
         return {

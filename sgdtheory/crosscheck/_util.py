@@ -4,7 +4,9 @@ Tolerance.  A standard error from ``G`` independent replica groups is itself est
 ``z = (sim - theory)/se`` follows Student's t with ``G - 1`` degrees of freedom, not a Gaussian.
 The threshold is the two-sided t quantile at a false-alarm rate of ``ALPHA = 1e-4`` per row,
 Bonferroni-corrected when a row reports the worst of ``m`` matrix entries:
-``z_max = t.isf(ALPHA / (2 m), G - 1)`` (4.6 for G = 32, m = 1; 6.2 for m = 55).
+``z_max = t.isf(ALPHA / (2 m), G - 1)`` (4.46 for G = 32, m = 1; 5.86 for m = 55).
+``G`` counts only the groups that hold data.  A run with diverged replicas answers a different
+question (the statistics of the survivors), so every row built from it fails, with a note.
 """
 
 from __future__ import annotations
@@ -25,11 +27,20 @@ def z_threshold(groups: int, comparisons: int = 1, alpha: float = ALPHA) -> floa
     return float(scipy.stats.t.isf(alpha / (2 * comparisons), groups - 1))
 
 
+def _diverged(stats: Stats, note: str):
+    n = int(stats.diverged)
+    if n == 0:
+        return False, note
+    return True, (note + "; " if note else "") + f"{n} replicas diverged: row invalid"
+
+
 def compare_scalar(quantity, params, theory, stats: Stats, fn, *, expect="agree", note=""):
     """Compare ``theory`` with ``fn(mean, cov)`` estimated from ``stats`` (see :func:`estimate`)."""
     value, se = estimate(stats, fn)
-    return Comparison(quantity, params, float(theory), float(value), float(se), expect=expect,
-                      z_max=z_threshold(stats.groups), note=note)
+    bad, note = _diverged(stats, note)
+    return Comparison(quantity, params, float(theory), float(value),
+                      float("nan") if bad else float(se), expect=expect,
+                      z_max=z_threshold(max(stats.groups, 2)), note=note)
 
 
 def compare_matrix(quantity, params, theory, stats: Stats, *, which="cov", expect="agree", note=""):
@@ -51,5 +62,6 @@ def compare_matrix(quantity, params, theory, stats: Stats, *, which="cov", expec
     k = int(np.argmax(np.abs(z)))
     m = t.size
     label = f"{quantity}{labels[k]}" + (f" (worst of {m})" if m > 1 else "")
-    return Comparison(label, params, t[k], s[k], e[k], expect=expect,
-                      z_max=z_threshold(stats.groups, m), note=note)
+    bad, note = _diverged(stats, note)
+    return Comparison(label, params, t[k], s[k], float("nan") if bad else e[k], expect=expect,
+                      z_max=z_threshold(max(stats.groups, 2), m), note=note)

@@ -98,7 +98,9 @@ class Stats(NamedTuple):
 
     @property
     def groups(self) -> int:
-        return int(self.group_mean.shape[0])
+        """Replica groups that hold data; a group whose replicas all diverged before sampling is
+        left out of the standard errors and of their degrees of freedom."""
+        return int(jnp.sum(self.group_count > 0))
 
 
 def default_groups(replicas: int) -> int:
@@ -248,8 +250,9 @@ class Carry(NamedTuple):
     state: Any
     alive: jax.Array
     n: jax.Array
-    mu: jax.Array
+    mu: jax.Array  # per-group means as offsets from ``shift`` (precision: see advance)
     m2: jax.Array
+    shift: jax.Array  # (D,) fixed once the first samples arrive
 
 
 def _mesh(devices):
@@ -302,7 +305,7 @@ def init_carry(key, init_fn, observe_fn, *, replicas, groups, stats_dtype=None, 
     d = x0.shape[1]
     return Carry(k_run, state, jnp.ones((replicas,), dtype=bool),
                  jnp.zeros((groups,), stats_dtype), jnp.zeros((groups, d), stats_dtype),
-                 jnp.zeros((groups, d, d), stats_dtype))
+                 jnp.zeros((groups, d, d), stats_dtype), jnp.zeros((d,), stats_dtype))
 
 
 def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, burn_in, groups,
@@ -321,13 +324,19 @@ def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, bur
     k_run = carry.key
 
     def run_block(c, b, nsteps):
-        state, alive, n, mu, m2 = c
+        state, alive, n, mu, m2, shift = c
         t_first = b * block  # steps t_first+1 .. t_first+nsteps
         # Shift for the block's raw sums: each group's alive mean at the block's start.
         x_start = observe_fn(state).astype(stats_dtype).reshape(groups, q, d)
-        a_start = alive.reshape(groups, q)
+        a_start = alive.reshape(groups, q) & jnp.all(jnp.isfinite(x_start), axis=-1)
         ref = (jnp.sum(jnp.where(a_start[..., None], x_start, 0.0), axis=1)
                / jnp.maximum(jnp.sum(a_start, axis=1), 1)[:, None].astype(stats_dtype))
+        # The running means are stored as offsets from one fixed shift (all replicas' mean at the
+        # start of the first block that contributes samples): every subtraction below is then
+        # between nearby numbers, so float32 statistics stay unbiased even when |mean| >> std.
+        n_alive = jnp.maximum(jnp.sum(a_start), 1).astype(stats_dtype)
+        ref_all = jnp.sum(jnp.where(a_start[..., None], x_start, 0.0), axis=(0, 1)) / n_alive
+        shift = jnp.where(jnp.sum(n) == 0, ref_all, shift)
         if noise_fn is not None:
             noise = _shard(noise_fn(jax.random.fold_in(k_run, b), nsteps), mesh, replicas, 1)
         else:
@@ -357,16 +366,21 @@ def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, bur
         s1 = jnp.sum(devs, axis=(0, 2))
         s2 = jnp.einsum("bgqd,bgqe->gde", devs, devs)
         safe = jnp.maximum(nb, 1.0)
-        mb = ref + s1 / safe[:, None]
+        mb = (ref - shift[None, :]) + s1 / safe[:, None]  # block means, as offsets
         m2b = s2 - jnp.einsum("gd,ge->gde", s1, s1) / safe[:, None, None]
         n_new = n + nb
         frac = nb / jnp.maximum(n_new, 1.0)
         delta = mb - mu
-        mu = mu + delta * frac[:, None]
-        m2 = m2 + m2b + jnp.einsum("gd,ge->gde", delta, delta) * (n * frac)[:, None, None]
-        return (state, alive, n_new, mu, m2)
+        # `where`, not multiplication by a zero count: a group with no samples this block may
+        # have a NaN reference (replicas that were already non-finite), and NaN * 0 = NaN.
+        has = (nb > 0)
+        mu = jnp.where(has[:, None], mu + delta * frac[:, None], mu)
+        m2 = jnp.where(has[:, None, None],
+                       m2 + m2b + jnp.einsum("gd,ge->gde", delta, delta) * (n * frac)[:, None, None],
+                       m2)
+        return (state, alive, n_new, mu, m2, shift)
 
-    c = (carry.state, carry.alive, carry.n, carry.mu, carry.m2)
+    c = (carry.state, carry.alive, carry.n, carry.mu, carry.m2, carry.shift)
     nblocks, rem = divmod(int(length), block)
     b0 = t0 // block
     if nblocks:
@@ -383,7 +397,8 @@ def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, bur
 
 def finish(carry: Carry, steps: int, replicas: int, burn_in: int) -> Stats:
     """:class:`Stats` of a :class:`Carry` after ``steps`` steps."""
-    return _finalize(carry.n, carry.mu, carry.m2, steps, replicas, burn_in, carry.alive)
+    return _finalize(carry.n, carry.mu, carry.m2, steps, replicas, burn_in, carry.alive,
+                     carry.shift)
 
 
 def run_chunked(carry: Carry, advance_fn, *, steps, replicas, burn_in, chunk_steps, block=1,
@@ -410,20 +425,35 @@ def run_chunked(carry: Carry, advance_fn, *, steps, replicas, burn_in, chunk_ste
     return finish(carry, done, replicas, burn_in)
 
 
-def _finalize(n, mu, m2, steps, replicas, burn_in, alive) -> Stats:
-    g = n.shape[0]
+def _group_se(values, valid):
+    """Standard error of the mean of per-group ``values`` over the non-empty groups only:
+    sd over the ``G_eff`` valid groups (ddof 1) / sqrt(G_eff); NaN when fewer than 2 are valid."""
+    g_eff = jnp.sum(valid)
+    mask = valid.reshape((-1,) + (1,) * (values.ndim - 1))
+    safe = jnp.where(mask, values, 0.0)
+    mean = jnp.sum(safe, axis=0) / jnp.maximum(g_eff, 1)
+    var = (jnp.sum(jnp.where(mask, (safe - mean[None]) ** 2, 0.0), axis=0)
+           / jnp.maximum(g_eff - 1, 1))
+    se = jnp.sqrt(var / jnp.maximum(g_eff, 1))
+    return jnp.where(g_eff >= 2, se, jnp.nan)
+
+
+def _finalize(n, mu, m2, steps, replicas, burn_in, alive, shift) -> Stats:
+    valid = n > 0  # a group whose replicas all diverged before sampling holds no data
     n_tot = jnp.sum(n)
-    mean = jnp.sum(mu * n[:, None], axis=0) / n_tot
-    dev = mu - mean[None, :]
+    mu = jnp.where(valid[:, None], mu, 0.0)
+    m2 = jnp.where(valid[:, None, None], m2, 0.0)
+    mean_off = jnp.sum(mu * n[:, None], axis=0) / n_tot
+    dev = mu - mean_off[None, :]
     m2_tot = jnp.sum(m2, axis=0) + jnp.einsum("g,gd,ge->de", n, dev, dev)
     cov = m2_tot / n_tot
-    group_cov = m2 / jnp.maximum(n, 1.0)[:, None, None]
-    mean_se = jnp.std(mu, axis=0, ddof=1) / math.sqrt(g)
-    cov_se = jnp.std(group_cov, axis=0, ddof=1) / math.sqrt(g)
+    group_mean = jnp.where(valid[:, None], shift[None, :] + mu, jnp.nan)
+    group_cov = jnp.where(valid[:, None, None], m2 / jnp.maximum(n, 1.0)[:, None, None], jnp.nan)
     return Stats(
-        mean=mean, cov=cov, mean_stderr=mean_se, cov_stderr=cov_se, steps=steps,
+        mean=shift + mean_off, cov=cov, mean_stderr=_group_se(mu, valid),
+        cov_stderr=_group_se(group_cov, valid), steps=steps,
         replicas=replicas, burn_in=burn_in, diverged=replicas - jnp.sum(alive),
-        group_mean=mu, group_cov=group_cov, group_count=n,
+        group_mean=group_mean, group_cov=group_cov, group_count=n,
     )
 
 
@@ -431,12 +461,11 @@ def estimate(stats: Stats, fn: Callable[[jax.Array, jax.Array], jax.Array]):
     """Value and standard error of ``fn(mean, cov)`` -- any function of the first two moments.
 
     The value uses the pooled moments; the standard error is the spread of ``fn`` over the
-    independent replica groups divided by ``sqrt(G)`` (batch means; delta-method free).
+    independent, non-empty replica groups divided by ``sqrt(G)`` (batch means; delta-method free).
 
     Example:
       >>> loss, loss_se = estimate(stats, lambda m, c: 0.5 * jnp.trace(H @ c))  # doctest: +SKIP
     """
     value = fn(stats.mean, stats.cov)
     per_group = jax.vmap(fn)(stats.group_mean, stats.group_cov)
-    se = jnp.std(per_group, axis=0, ddof=1) / math.sqrt(stats.groups)
-    return value, se
+    return value, _group_se(per_group, stats.group_count > 0)
