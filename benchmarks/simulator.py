@@ -140,7 +140,6 @@ def time_to_precision(quick: bool, target: float = 0.01):
     hj, cj = jnp.asarray(h), jnp.asarray(c)
     key = jax.random.key(1)
     kw = dict(steps=steps, replicas=replicas, burn_in=burn_in)
-    out = {}
 
     def ours(**opts):
         return lambda: quadratic_sgd(key, hj, cj, lr, **kw, **opts)

@@ -27,6 +27,8 @@ __all__ = [
     "solve_discrete_lyapunov",
     "doubling_iterations",
     "pairwise_stein",
+    "pair_blocks",
+    "solve_elementwise",
     "psd_sqrt",
     "spectral_radius",
 ]
@@ -105,30 +107,11 @@ def pairwise_stein(m: jax.Array, b: jax.Array, c: jax.Array, *, index: int = 0) 
       ``(D, D)`` matrix :math:`\tilde\Sigma_{ij} = c_{ij}\,[X^{(1)}_{ij}]_{\text{index},\text{index}}`
       where :math:`X^{(1)}_{ij} = M_i X^{(1)}_{ij} M_j^\top + b_i b_j^\top`.
     """
-    d, k, _ = m.shape
-    if k == 1:
+    if m.shape[-1] == 1:
         mi = m[:, 0, 0]
         bi = b[:, 0]
         return c * jnp.outer(bi, bi) / (1.0 - jnp.outer(mi, mi))
-
-    if k == 2:
-        return c * _stein_2x2_pairs(m, b, index)
-
-    eye = jnp.eye(k * k, dtype=m.dtype)
-    sel = index * k + index
-
-    def row(args):
-        mi, bi = args  # (k, k), (k,)
-        # Row-major vec: vec(M_i X M_j^T) = (M_i kron M_j) vec(X).
-        kron = jnp.einsum("ab,jcd->jacbd", mi, m).reshape(d, k * k, k * k)
-        rhs = jnp.einsum("a,jc->jac", bi, b).reshape(d, k * k, 1)
-        x = jnp.linalg.solve(eye[None] - kron, rhs)
-        return x[:, sel, 0]
-
-    # Row by row keeps memory at O(D k^4) instead of O(D^2 k^4).
-    batch = max(1, min(d, 2**22 // max(1, d * k**4)))
-    unit = lax.map(row, (m, b), batch_size=batch)
-    return c * unit
+    return c * _pair_element(m, b, index)
 
 
 def solve_elementwise(a: jax.Array, rhs: jax.Array) -> jax.Array:
@@ -170,28 +153,48 @@ def solve_elementwise(a: jax.Array, rhs: jax.Array) -> jax.Array:
     return jnp.stack(out)
 
 
-@partial(jax.jit, static_argnames="index")
-def _stein_2x2_pairs(m, b, index):
-    r"""All ``(i, j)`` block pairs of ``X = M_i X M_j^T + b_i b_j^T`` for 2x2 blocks at once.
+def _pair_system(mi, bi, mj, bj):
+    r"""The ``k^2 x k^2`` systems :math:`(I - M_i \otimes M_j)\,\mathrm{vec}X = b_i \otimes b_j`
+    (row-major vec) for every pair ``(i, j)``, laid out element-wise for :func:`solve_elementwise`:
+    matrices ``(k^2, k^2, Di, Dj)`` and right-hand sides ``(k^2, Di, Dj)``."""
+    k = mi.shape[-1]
+    di, dj = mi.shape[0], mj.shape[0]
+    # Built by broadcasting straight into the (a, c, e, f, i, j) layout: kron = Mi[i,a,e] Mj[j,c,f]
+    # (an einsum to that layout transposed the large array and was 25 % slower at D = 1000).
+    ti = jnp.transpose(mi, (1, 2, 0))[:, None, :, None, :, None]
+    tj = jnp.transpose(mj, (1, 2, 0))[None, :, None, :, None, :]
+    kron = (ti * tj).reshape(k * k, k * k, di, dj)
+    a = jnp.eye(k * k, dtype=mi.dtype)[:, :, None, None] - kron
+    rhs = (bi.T[:, None, :, None] * bj.T[None, :, None, :]).reshape(k * k, di, dj)
+    return a, rhs
 
-    Element-wise over the ``(D, D)`` pairs: the 4x4 system
-    :math:`(I - M_i \otimes M_j)\,\mathrm{vec}X = b_i \otimes b_j` (row-major vec) solved by
-    :func:`solve_elementwise` (pivoted elimination), returning :math:`X_{\text{index},\text{index}}`.
-    No per-pair LAPACK call and no loop over pairs: O(D^2) array operations (a batched ``solve``
-    inside ``lax.map`` was slower and was seen to hang XLA's CPU runtime on repeated calls at
-    D = 1000).
+
+def pair_blocks(m: jax.Array, b: jax.Array) -> jax.Array:
+    r"""Full ``(D, D, k, k)`` unit-noise solutions :math:`X_{ij} = M_i X_{ij} M_j^\top + b_i b_j^\top`."""
+    d, k, _ = m.shape
+    x = solve_elementwise(*_pair_system(m, b, m, b))
+    return jnp.moveaxis(x.reshape(k, k, d, d), (0, 1), (2, 3))
+
+
+@partial(jax.jit, static_argnames="index")
+def _pair_element(m, b, index):
+    """Element ``(index, index)`` of every unit-noise pair solution, ``(D, D)``.
+
+    All pairs at once while the element-wise system fits in ~2^24 entries (heavy ball at
+    D = 1000); beyond that one row ``i`` at a time with ``lax.map`` (memory O(D k^4)).  Either way
+    the solver is :func:`solve_elementwise`: no per-pair LAPACK call (a batched ``solve`` was
+    slower and was seen to hang XLA's CPU runtime on repeated calls at D = 1000).
     """
-    rows = []
-    for a in range(2):
-        for cc in range(2):
-            row = []
-            for e in range(2):
-                for f in range(2):
-                    kij = m[:, a, e][:, None] * m[:, cc, f][None, :]
-                    row.append((1.0 if (a, cc) == (e, f) else 0.0) - kij)
-            rows.append(jnp.stack(row))
-    rhs = jnp.stack([b[:, a][:, None] * b[:, cc][None, :] for a in range(2) for cc in range(2)])
-    return solve_elementwise(jnp.stack(rows), rhs)[index * 2 + index]
+    d, k, _ = m.shape
+    sel = index * k + index
+    if d * d * k**4 <= 2**24:
+        return solve_elementwise(*_pair_system(m, b, m, b))[sel]
+
+    def row(args):
+        mi, bi = args
+        return solve_elementwise(*_pair_system(mi[None], bi[None], m, b))[sel, 0]
+
+    return lax.map(row, (m, b))
 
 
 def psd_sqrt(c: jax.Array) -> jax.Array:

@@ -51,7 +51,7 @@ import numpy as np
 from jax import lax
 
 from sgdtheory import _checks
-from sgdtheory._linalg import pairwise_stein, solve_discrete_lyapunov, spectral_radius
+from sgdtheory._linalg import pair_blocks, pairwise_stein, solve_discrete_lyapunov, spectral_radius
 
 __all__ = [
     "LinearOptimizer",
@@ -594,12 +594,7 @@ def covariance_after(hessian, noise_cov, lr, steps, init_cov, *, momentum=0.0, w
 
 def _pair_blocks(m, b, c):
     """Full (D, D, k, k) stationary blocks X_ij = M_i X_ij M_j^T + c_ij b_i b_j^T."""
-    d, k, _ = m.shape
-    kron = jnp.einsum("iab,jcd->ijacbd", m, m).reshape(d, d, k * k, k * k)
-    rhs = jnp.einsum("ia,jc->ijac", b, b).reshape(d, d, k * k)
-    x = jnp.linalg.solve(jnp.eye(k * k, dtype=m.dtype)[None, None] - kron, rhs[..., None])[..., 0]
-    return x.reshape(d, d, k, k) * c[:, :, None, None]
-
+    return pair_blocks(m, b) * c[:, :, None, None]
 
 def stationary_loss(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None,
                     optimizer=None):

@@ -16,7 +16,6 @@ import warnings
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from sgdtheory import _checks
