@@ -342,40 +342,36 @@ def generator_2d(drift, diffusion, grid, *, max_peclet: float = MAX_PECLET) -> s
         cols.extend([src_cell.ravel(), src_cell.ravel()])
         vals.extend([-c, c])
 
-    # x-faces
+    def faces(idx_n, dnn_c, dxy_t, h_n, h_t, coord_f, f_n, dnn_f, axis):
+        # Fluxes across the faces normal to one axis; every array is laid out (normal, tangent).
+        nn, nt = idx_n.shape
+        ah = f_n / dnn_f * h_n
+        _peclet(ah.ravel(), h_n, np.repeat(coord_f, nt), max_peclet, axis)
+        lo, hi = idx_n[:-1, :], idx_n[1:, :]
+        add(lo, _bern(-ah) * dnn_c[:-1, :] / h_n, lo, hi, h_n)
+        add(hi, -_bern(ah) * dnn_c[1:, :] / h_n, lo, hi, h_n)
+        # cross term -d_t(D_xy p): central differences along the tangent (one-sided at walls),
+        # averaged over the two cells of the face
+        tp = np.minimum(np.arange(nt) + 1, nt - 1)
+        tm = np.maximum(np.arange(nt) - 1, 0)
+        w = (1.0 / (2.0 * h_t * (tp - tm)))[None, :] * np.ones((nn - 1, 1))
+        for side in (slice(0, nn - 1), slice(1, nn)):
+            g = dxy_t[side, :]
+            add(idx_n[side, :][:, tp], -g[:, tp] * w, lo, hi, h_n)
+            add(idx_n[side, :][:, tm], g[:, tm] * w, lo, hi, h_n)
+
+    # x-faces: arrays already (x, y) = (normal, tangent)
     xf = 0.5 * (x[:-1] + x[1:])
     Xf, Yf = np.meshgrid(xf, y, indexing="ij")
     fx, _ = _drift2(drift, Xf, Yf)
     dxx_f, _, _ = _diff2(diffusion, Xf, Yf)
-    ah = fx / dxx_f * hx
-    _peclet(ah.ravel(), hx, np.repeat(xf, ny), max_peclet, "x")
-    lo, hi = idx[:-1, :], idx[1:, :]
-    add(lo, _bern(-ah) * dxx_c[:-1, :] / hx, lo, hi, hx)
-    add(hi, -_bern(ah) * dxx_c[1:, :] / hx, lo, hi, hx)
-    jp = np.minimum(np.arange(ny) + 1, ny - 1)
-    jm = np.maximum(np.arange(ny) - 1, 0)
-    wy = (1.0 / (2.0 * hy * (jp - jm)))[None, :] * np.ones((nx - 1, 1))
-    for ii in (slice(0, nx - 1), slice(1, nx)):
-        g = dxy_c[ii, :]
-        add(idx[ii, :][:, jp], -g[:, jp] * wy, lo, hi, hx)
-        add(idx[ii, :][:, jm], g[:, jm] * wy, lo, hi, hx)
-    # y-faces
+    faces(idx, dxx_c, dxy_c, hx, hy, xf, fx, dxx_f, "x")
+    # y-faces: the same fluxes on the transposed arrays
     yf = 0.5 * (y[:-1] + y[1:])
     Xf, Yf = np.meshgrid(x, yf, indexing="ij")
     _, fy = _drift2(drift, Xf, Yf)
     _, _, dyy_f = _diff2(diffusion, Xf, Yf)
-    ah = fy / dyy_f * hy
-    _peclet(ah.ravel(), hy, np.tile(yf, nx), max_peclet, "y")
-    lo, hi = idx[:, :-1], idx[:, 1:]
-    add(lo, _bern(-ah) * dyy_c[:, :-1] / hy, lo, hi, hy)
-    add(hi, -_bern(ah) * dyy_c[:, 1:] / hy, lo, hi, hy)
-    ip = np.minimum(np.arange(nx) + 1, nx - 1)
-    im = np.maximum(np.arange(nx) - 1, 0)
-    wx = (1.0 / (2.0 * hx * (ip - im)))[:, None] * np.ones((1, ny - 1))
-    for jj in (slice(0, ny - 1), slice(1, ny)):
-        g = dxy_c[:, jj]
-        add(idx[:, jj][ip, :], -g[ip, :] * wx, lo, hi, hy)
-        add(idx[:, jj][im, :], g[im, :] * wx, lo, hi, hy)
+    faces(idx.T, dyy_c.T, dxy_c.T, hy, hx, yf, fy.T, dyy_f.T, "y")
     n = nx * ny
     a = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                       shape=(n, n))
