@@ -346,18 +346,24 @@ def power_law_exponent(curvature, lr, batch_size):
     return 1.0 + b / (lr * h)
 
 
-def log_power_law_escape_rate(loss_min, loss_saddle, curvature_min, curvature_saddle, lr,
-                              batch_size):
-    r"""Natural log of :func:`power_law_escape_rate`."""
+def _power_law_args(loss_min, loss_saddle, lr, batch_size):
+    """Checked ``(L*, L_s, lr, B)`` for the power-law escape rates (1-D and d-D alike)."""
     l0 = _pos("loss_min (must be > 0: at an interpolating minimum the noise vanishes)", loss_min)
     ls = _pos("loss_saddle", loss_saddle)
-    ha = _pos("curvature_min", curvature_min)
-    hb = _pos("curvature_saddle (a positive magnitude)", curvature_saddle)
     lr = _pos("lr", lr)
     b = _pos("batch_size", batch_size)
     v = _checks.concrete_value(ls - l0)
     if v is not None and np.any(v <= 0):
         raise ValueError(f"loss_saddle must exceed loss_min (a positive barrier); got difference {v}.")
+    return l0, ls, lr, b
+
+
+def log_power_law_escape_rate(loss_min, loss_saddle, curvature_min, curvature_saddle, lr,
+                              batch_size):
+    r"""Natural log of :func:`power_law_escape_rate`."""
+    l0, ls, lr, b = _power_law_args(loss_min, loss_saddle, lr, batch_size)
+    ha = _pos("curvature_min", curvature_min)
+    hb = _pos("curvature_saddle (a positive magnitude)", curvature_saddle)
     k = b / (lr * ha)
     return 0.5 * (jnp.log(ha) + jnp.log(hb)) - _LOG2PI - (k + 0.5) * jnp.log(ls / l0)
 
@@ -397,10 +403,7 @@ def power_law_escape_rate(loss_min, loss_saddle, curvature_min, curvature_saddle
 def log_power_law_escape_rate_nd(loss_min, loss_saddle, hessian_min, hessian_saddle, lr,
                                  batch_size):
     r"""Natural log of :func:`power_law_escape_rate_nd`."""
-    l0 = _pos("loss_min", loss_min)
-    ls = _pos("loss_saddle", loss_saddle)
-    lr = _pos("lr", lr)
-    b = _pos("batch_size", batch_size)
+    l0, ls, lr, b = _power_law_args(loss_min, loss_saddle, lr, batch_size)
     hm, hs = _hessians(hessian_min, hessian_saddle)
     v = _checks.concrete_value(hm)
     if v is not None:

@@ -280,6 +280,12 @@ def test_error_power_law_needs_positive_loss_and_barrier():
     with pytest.raises(ValueError, match="isotropic"):
         es.power_law_escape_rate_nd(0.1, 0.3, jnp.diag(jnp.array([1.0, 2.0])),
                                     jnp.diag(jnp.array([-1.0, 2.0])), 0.1, 1.0)
+    # the d-dimensional rate checks its losses the same way as the 1-D one
+    h2, s2 = jnp.eye(2), jnp.diag(jnp.array([-1.0, 2.0]))
+    with pytest.raises(ValueError, match="positive barrier"):
+        es.power_law_escape_rate_nd(0.5, 0.4, h2, s2, 0.1, 1.0)
+    with pytest.raises(ValueError, match="interpolating minimum"):
+        es.power_law_escape_rate_nd(0.0, 0.4, h2, s2, 0.1, 1.0)
 
 
 def test_kramers_langer_vs_2d_fokker_planck_spectrum():
