@@ -30,6 +30,7 @@ __all__ = [
     "check_momentum",
     "check_lr_below",
     "check_int",
+    "check_key",
     "check_dataset",
 ]
 
@@ -176,6 +177,67 @@ def check_int(name: str, x: Any, minimum: int = 0) -> int:
     if x < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {x}.")
     return int(x)
+
+
+def check_key(key: Any, name: str = "key") -> jax.Array:
+    """Check that ``key`` is exactly one JAX PRNG key; returns it as a JAX array.
+
+    Accepted: a typed key (``jax.random.key(0)``, shape ``()``) or a legacy raw key
+    (``jax.random.PRNGKey(0)``: ``uint32`` of shape ``(2,)`` for the default threefry
+    implementation).  A batch of keys, an integer seed, a float or an array of another dtype or
+    shape raises ``ValueError`` naming what was received.  Only the dtype and shape are inspected,
+    so the check is the same eagerly and under ``jit``/``vmap`` (under ``vmap`` the shape is that of
+    one element of the mapped batch).
+
+    Example:
+      >>> import jax
+      >>> check_key(jax.random.key(0)).shape
+      ()
+      >>> check_key(0)
+      Traceback (most recent call last):
+      ...
+      ValueError: key must be a JAX PRNG key such as jax.random.key(0); got int 0. ...
+    """
+    hint = ("Make one with jax.random.key(seed) (or the legacy jax.random.PRNGKey(seed)); "
+            "use jax.random.split for independent runs.")
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        if isinstance(key, (int, float, complex, np.generic)):
+            got = f"{type(key).__name__} {key}"  # e.g. "int 0", "float 1.5", "int64 3"
+        else:
+            got = f"an object of type {type(key).__name__}"
+        raise ValueError(f"{name} must be a JAX PRNG key such as jax.random.key(0); got {got}. {hint}")
+    dtype, shape = key.dtype, tuple(key.shape)
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape == ():
+            return key
+        raise ValueError(
+            f"{name} must be exactly one PRNG key; got a batch of keys of shape {shape}. Pass one "
+            f"key per call (jax.vmap over a batch of keys if you want several runs).")
+    legacy = _legacy_key_shape()
+    if np.dtype(dtype) == np.uint32 and shape == legacy:
+        return jnp.asarray(key)
+    if np.dtype(dtype) == np.uint32 and len(shape) > 1 and shape[-1:] == legacy[-1:]:
+        raise ValueError(
+            f"{name} must be exactly one PRNG key; got a batch of legacy keys of shape {shape}. "
+            f"Pass one key per call (jax.vmap over a batch of keys if you want several runs).")
+    raise ValueError(
+        f"{name} must be a JAX PRNG key such as jax.random.key(0); got {_article(np.dtype(dtype).name)} "
+        f"array of shape {shape} (a legacy raw key is uint32 of shape {legacy}). {hint}")
+
+
+def _article(word: str) -> str:
+    return ("an " if word[:1] in "aeio" else "a ") + word  # "an int32", "a uint32", "a float64"
+
+
+_LEGACY_KEY_SHAPES: dict[str, tuple[int, ...]] = {}
+
+
+def _legacy_key_shape() -> tuple[int, ...]:
+    """Shape of ``jax.random.PRNGKey(0)`` under the configured default PRNG implementation."""
+    impl = str(jax.config.jax_default_prng_impl)
+    if impl not in _LEGACY_KEY_SHAPES:
+        _LEGACY_KEY_SHAPES[impl] = tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
+    return _LEGACY_KEY_SHAPES[impl]
 
 
 def check_lr_below(lr: Any, bound: Any, bound_expr: str, what: str = "is unstable") -> None:
