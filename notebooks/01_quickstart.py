@@ -30,7 +30,7 @@
 # $\Sigma_{t+1} = \Sigma_t = \Sigma$, which rearranges to
 #
 # $$ H\Sigma + \Sigma H - \lambda\, H \Sigma H = \lambda C
-#    \qquad\text{(exact; Liu, Ziyin \& Ueda 2021, Thm 1).} $$
+#    \qquad\text{(exact; Liu, Ziyin and Ueda 2021, Thm 1).} $$
 #
 # It has a solution iff every eigenvalue of $I - \lambda H$ lies in $(-1, 1)$, i.e.
 # $\lambda < 2/h_{\max}$ — the *stability edge*. Along an eigen-direction with curvature $h$ and
@@ -149,7 +149,7 @@ ax.set_ylabel("$w_2$")
 ax.legend(loc="upper left", fontsize=8)
 ax.set_title(rf"stationary cloud at $\lambda = {lr / lr_max:.1f}\,\lambda_{{\max}}$")
 fig.tight_layout()
-plt.show()
+st.plot.show(fig)  # shown in Jupyter; saved as a PNG when run headless
 
 # %% [markdown]
 # **Reading the plot.** The exact formula goes through every simulated point, including at 95 % of

@@ -193,7 +193,7 @@ ax.set_ylabel(r"$\mu$")
 ax.set_title(r"stability: $\rho(M) = 1$ contours (black: HB, green: Nesterov)")
 ax.legend(fontsize=7, loc="lower right")
 fig.tight_layout()
-plt.show()
+st.plot.show(fig)  # shown in Jupyter; saved as a PNG when run headless
 
 # %% [markdown]
 # **Reading the plots.** Momentum at fixed $\lambda$ raises the fluctuations steeply (the

@@ -187,7 +187,7 @@ ax.set_ylabel(r"test loss $\frac{1}{2}\mathbb{E}[e_t^\top A e_t]$")
 ax.set_title(rf"learning curve, $S={S_on}$, $\sigma^2={sigma2}$")
 ax.legend(fontsize=8)
 fig.tight_layout()
-plt.show()
+st.plot.show(fig)  # shown in Jupyter; saved as a PNG when run headless
 
 # %% [markdown]
 # **Reading the plots.** Sampling without replacement is less noisy ($f_S$ vanishes at $S = N$,

@@ -198,7 +198,7 @@ ax.set_ylabel("mean escape time (SDE units)")
 ax.set_title("loss-proportional noise: a power law in $L_s/L^*$")
 ax.legend()
 fig.tight_layout()
-plt.show()
+st.plot.show(fig)  # shown in Jupyter; saved as a PNG when run headless
 
 # %% [markdown]
 # **Reading the plots.** With additive noise, escape is Arrhenius; Kramers' formula is its

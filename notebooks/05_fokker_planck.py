@@ -206,7 +206,7 @@ ax.set_ylabel("marginal density p(x)")
 ax.set_title("Yang–Tang–Tu valley: SGD spreads towards the flat part")
 ax.legend(fontsize=7)
 fig.tight_layout()
-plt.show()
+st.plot.show(fig)  # shown in Jupyter; saved as a PNG when run headless
 
 # %% [markdown]
 # **Reading the plots.** The stationary density has power-law tails that a Gibbs law at the

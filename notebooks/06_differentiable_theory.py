@@ -177,7 +177,7 @@ ax.set_ylabel("optimal learning rate")
 ax.legend()
 ax.set_title("optimum vs momentum (vmap over Newton solves)")
 fig.tight_layout()
-plt.show()
+st.plot.show(fig)  # shown in Jupyter; saved as a PNG when run headless
 
 # %% [markdown]
 # ## The check

@@ -296,12 +296,13 @@ def xie_sato_sugiyama_rate(barrier, curvature_min, curvature_saddle, lr, batch_s
 
     Derived for the two-parabola barrier (curvature :math:`H_a` glued to :math:`-|H_b|` with
     continuous :math:`L, L'`) and piecewise-constant :math:`D`, for which
-    :math:`s = |H_b|/(H_a + |H_b|)` (the default) and the exponent is exact.  **Correction to the
-    paper:** Xie, Sato & Sugiyama (ICLR 2021, Thm 3.2, as recalled; not checked against the text)
-    write the prefactor :math:`|H_b|/(2\pi)`, which is correct only for the "D inside" FPE.  Discrete
-    SGD is Itô: its stationary density carries a :math:`1/D` that moves the prefactor to
-    :math:`H_a/(2\pi)` -- a factor :math:`|H_b|/H_a` (2x for :math:`H_a = 2, |H_b| = 1`; checked
+    :math:`s = |H_b|/(H_a + |H_b|)` (the default) and the exponent is exact.  The prefactor depends
+    on how the noise enters the Fokker--Planck equation; all three are derived in
+    ``docs/theory/escape.md``.  Discrete SGD is Itô: its stationary density carries a :math:`1/D`
+    that puts :math:`H_a/(2\pi)` in front, while the "D inside" FPE gives :math:`|H_b|/(2\pi)` -- a
+    factor :math:`|H_b|/H_a` apart (2x for :math:`H_a = 2, |H_b| = 1`; the Itô one is checked
     against the exact Itô MFPT and simulated SGD in the crosscheck ``escape/xie-sato-sugiyama``).
+    No claim is made about which prefactor Xie et al. print.
 
     Args:
       barrier: :math:`\Delta L > 0`.
@@ -309,8 +310,8 @@ def xie_sato_sugiyama_rate(barrier, curvature_min, curvature_saddle, lr, batch_s
       curvature_saddle: :math:`|H_b| > 0` (magnitude).
       lr: learning rate :math:`\lambda`.
       batch_size: :math:`B` (noise :math:`C = |H|/B` per step).
-      convention: ``"ito"`` (default; discrete SGD), ``"d_inside"`` (the paper's), or
-        ``"stratonovich"``.
+      convention: ``"ito"`` (default; discrete SGD), ``"d_inside"``
+        (:math:`\partial_t p = \nabla\cdot(p\nabla L + D\nabla p)`), or ``"stratonovich"``.
       path_s: override the path factor :math:`s \in (0, 1)`.
 
     Returns:
@@ -333,8 +334,10 @@ def power_law_exponent(curvature, lr, batch_size):
     :math:`D = \lambda h L/B`, near a minimum of curvature :math:`h`: the zero-flux solution
     :math:`p \propto e^{\int f/D}/D` with :math:`f = -L'` gives
     :math:`e^{-\ln L/(\varepsilon h)}/L`, :math:`\varepsilon = \lambda/B`.  Discrete SGD deviates at
-    :math:`\lambda h = O(1)` (tails follow the Kesten exponent instead; see
-    :mod:`sgdtheory.landscape`).
+    :math:`\lambda h = O(1)`: its exact second moment is
+    :func:`sgdtheory.landscape.power_law_second_moment` (``discrete=True``), and its tails follow a
+    Kesten-type exponent of the random affine recursion (Kesten 1973), which sgdtheory does not
+    compute.
 
     References:
       Mori, Ziyin, Liu & Ueda, "Power-law escape rate of SGD", ICML 2022 (arXiv:2105.09557),

@@ -9,6 +9,8 @@ so notebooks and tests can inspect the artists.
 * :func:`crosscheck_records` / :func:`crosscheck_summary` -- the ``sgdtheory crosscheck`` results
   (a JSON file, its parsed dict, or :func:`sgdtheory.crosscheck.run` output) as flat rows and as a
   one-figure summary of z-scores.
+* :func:`show` -- ``plt.show()`` where a figure can be seen (Jupyter, a desktop); on a headless
+  machine it saves the figure instead, so ``python notebooks/01_quickstart.py`` keeps its figures.
 
 Example:
   >>> import matplotlib; matplotlib.use("Agg")
@@ -32,7 +34,11 @@ __all__ = [
     "theory_vs_simulation",
     "crosscheck_records",
     "crosscheck_summary",
+    "show",
 ]
+
+FIGURES_ENV_VAR = "SGDTHEORY_FIGURES"
+_saved_count: dict[str, int] = {}
 
 
 def _axes(ax):
@@ -42,6 +48,81 @@ def _axes(ax):
 
     _, ax = plt.subplots()
     return ax
+
+
+def _non_interactive(backend: str) -> bool:
+    backend = backend.lower()
+    try:  # matplotlib >= 3.9
+        from matplotlib.backends import BackendFilter, backend_registry
+
+        names = backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
+    except ImportError:  # pragma: no cover - older matplotlib
+        from matplotlib import rcsetup
+
+        names = rcsetup.non_interactive_bk
+    return backend in {n.lower() for n in names}
+
+
+def _default_name_and_folder() -> tuple[str, str]:
+    import __main__
+
+    script = getattr(__main__, "__file__", None)
+    if script:  # run as a script: figures/ next to it, named after it
+        path = os.path.abspath(script)
+        return os.path.splitext(os.path.basename(path))[0], os.path.join(os.path.dirname(path), "figures")
+    session = os.environ.get("JPY_SESSION_NAME")  # the notebook's path, in a Jupyter kernel
+    if session:
+        return os.path.splitext(os.path.basename(session))[0], "figures"
+    return "figure", "figures"
+
+
+def show(fig=None, *, name: str | None = None, folder: str | None = None, dpi: int = 110):
+    """Show a figure where it can be seen; save it where it cannot.
+
+    With an interactive backend (Jupyter's inline backend, a desktop window) this is
+    ``plt.show()``.  With a non-interactive one -- matplotlib picks ``Agg`` on a machine without a
+    display, e.g. ``python notebooks/01_quickstart.py`` over ssh or in CI -- ``plt.show()`` would
+    drop the figure, so it is saved as a PNG instead and its path printed.  Setting the environment
+    variable ``SGDTHEORY_FIGURES=DIR`` saves every figure into ``DIR`` (and still shows it).
+
+    Args:
+      fig: the figure (default: the current one).
+      name: file name without extension.  Default: the running script's name
+        (``01_quickstart``), then ``01_quickstart-2``, ... for its later figures.
+      folder: where to save.  Default: ``$SGDTHEORY_FIGURES`` if set, else ``figures/`` next to
+        the running script (the current directory when there is no script).
+      dpi: resolution of the saved PNG.
+
+    Returns:
+      The path of the saved PNG, or ``None`` when the figure was only shown.
+
+    Example:
+      >>> import matplotlib; matplotlib.use("Agg")
+      >>> import matplotlib.pyplot as plt, sgdtheory.plot as sp, tempfile
+      >>> fig, ax = plt.subplots(); _ = ax.plot([0, 1], [1, 0])
+      >>> path = sp.show(fig, name="line", folder=tempfile.mkdtemp())  # doctest: +ELLIPSIS
+      saved figure: .../line.png
+    """
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    fig = plt.gcf() if fig is None else fig
+    env_folder = os.environ.get(FIGURES_ENV_VAR) or None
+    headless = _non_interactive(matplotlib.get_backend())
+    path = None
+    if headless or env_folder or folder is not None:
+        default_name, default_folder = _default_name_and_folder()
+        folder = folder or env_folder or default_folder
+        if name is None:
+            count = _saved_count[default_name] = _saved_count.get(default_name, 0) + 1
+            name = default_name if count == 1 else f"{default_name}-{count}"
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{name}.png")
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        print(f"saved figure: {path}")
+    if not headless:
+        plt.show()
+    return path
 
 
 def covariance_ellipse(cov, mean=None, *, n_std: float = 1.0, ax=None, **kwargs):

@@ -1,33 +1,55 @@
 """The documentation site builds with ``mkdocs build --strict`` (skipped without the ``docs``
-extra).  Notebook pages are generated from the sources without executing them (the notebooks run
-in tests/test_notebooks.py)."""
+extra).  The build executes the notebooks (tests/_docs_site.py shares it with
+tests/test_notebooks.py, which checks each notebook page's figures and closing OK line)."""
 
 import importlib.util
 import pathlib
-import subprocess
-import sys
+import re
 
 import pytest
 
+import _docs_site
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-needs = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "jupytext",
-         "pymdownx")
-missing = [m for m in needs if importlib.util.find_spec(m.split(".")[0]) is None]
+needs_docs = pytest.mark.skipif(bool(_docs_site.MISSING),
+                                reason=f"docs extra not installed: {_docs_site.MISSING}")
 
 
-@pytest.mark.skipif(bool(missing), reason=f"docs extra not installed: {missing}")
-def test_mkdocs_build_strict(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    site = tmp_path / "site"
+@needs_docs
+def test_mkdocs_build_strict():
+    proc, site = _docs_site.build()
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     assert (site / "index.html").exists()
-    assert (site / "notebooks" / "01_quickstart" / "index.html").exists()
+    for nb in _docs_site.NOTEBOOKS:
+        assert _docs_site.page(site, nb).exists(), nb.name
     api = (site / "api" / "quadratic" / "index.html").read_text()
     assert "stationary_covariance" in api and ":math:" not in api  # roles converted to MathJax
+    simulate = (site / "api" / "simulate" / "index.html").read_text()
+    for name in ("summarize", "kaplan_meier", "EscapeTimes", "EscapeSummary"):
+        assert f"sgdtheory.simulate.escape.{name}" in simulate, name
+    assert (site / "composable" / "index.html").exists()
+
+
+@needs_docs
+def test_formulas_render_offline():
+    """MathJax is served from the site itself: no page loads a script from another host."""
+    proc, site = _docs_site.build()
+    assert (site / "assets" / "mathjax" / "MathJax.js").exists()
+    assert (site / "assets" / "mathjax" / "config" / "TeX-AMS-MML_HTMLorMML-full.js").exists()
+    for page in site.rglob("*.html"):
+        remote = re.findall(r'<script[^>]+src="(?:https?:)?//[^"]*"', page.read_text())
+        assert not remote, f"{page.relative_to(site)} loads {remote}"
+
+
+def test_notebook_pages_are_never_stale():
+    """The plugin re-executes every notebook on every build: its cache (keyed on the notebook text
+    only, not on the library) is off, so a page never shows results of older code."""
+    cfg = (ROOT / "mkdocs.yml").read_text()
+    plugin = cfg[cfg.index("- mkdocs-jupyter:"):]
+    plugin = plugin[:plugin.index("\n  - ") if "\n  - " in plugin else len(plugin)]
+    assert re.search(r"^\s+cache: false\s*$", plugin, re.M), plugin
+    assert re.search(r"^\s+execute: !ENV \[SGDTHEORY_DOCS_EXECUTE, true\]\s*$", plugin, re.M), plugin
+    assert re.search(r"^\s+allow_errors: false\s*$", plugin, re.M), plugin
 
 
 def test_results_page_renderer():

@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from sgdtheory.crosscheck import Comparison, register, registry
-from sgdtheory.crosscheck import _registry
+from sgdtheory.crosscheck import Comparison, register, registry, unregister
 from sgdtheory.crosscheck.cli import main
 
 SNIPPET = """
@@ -75,8 +74,8 @@ def test_failing_or_broken_check_gives_exit_status_1():
         assert main(["crosscheck", "--only", "test/always-fails", "--no-progress"]) == 1
         assert main(["crosscheck", "--only", "test/raises", "--no-progress"]) == 1
     finally:
-        _registry._REGISTRY.pop("test/always-fails")
-        _registry._REGISTRY.pop("test/raises")
+        unregister("test/always-fails")
+        unregister("test/raises")
     assert "test/always-fails" not in registry()
 
 
@@ -84,3 +83,36 @@ def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "sgdtheory.crosscheck.cli", "crosscheck", "--list"],
                          capture_output=True, text=True, check=True)
     assert "quadratic/sgd-large-lr" in out.stdout
+
+
+def test_package_explains_itself():
+    """help(sgdtheory) maps every module; plot and crosscheck load lazily; dir() has no strays."""
+    import sgdtheory
+
+    doc = sgdtheory.__doc__
+    for name in ("quadratic", "noise", "linreg", "escape", "landscape", "fokker_planck", "optim",
+                 "simulate", "crosscheck", "plot"):
+        assert f"\n    {name} " in doc, name
+    assert ">>> import jax.numpy as jnp, sgdtheory as st" in doc
+    names = dir(sgdtheory)
+    assert "annotations" not in names and "plot" in names and "crosscheck" in names
+    assert all(not n.startswith("_") or n == "__version__" for n in names)
+    code = ("import sys, sgdtheory as st\n"
+            "assert 'matplotlib' not in sys.modules and 'sgdtheory.plot' not in sys.modules\n"
+            "assert 'sgdtheory.crosscheck' not in sys.modules\n"
+            "assert callable(st.plot.show) and callable(st.crosscheck.run)\n"
+            "assert st.plot is sys.modules['sgdtheory.plot']\n"
+            "try:\n    st.no_such_thing\nexcept AttributeError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "has no attribute 'no_such_thing'" in out.stdout
+
+
+def test_benchmarks_help_names_the_parts_and_rejects_unknown_ones():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    for part in "abcde":
+        assert f"\n  {part}  " in out, part
+    bad = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "a,z"], cwd=root,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown part(s) 'z'" in bad.stderr and "KeyError" not in bad.stderr
