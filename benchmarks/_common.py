@@ -39,3 +39,9 @@ def problem(d: int, seed: int = 0):
     u = rng.standard_normal((d, 1))
     c = np.eye(d) + u @ u.T / d
     return h, c
+
+
+def sym_sqrt(c):
+    """The symmetric square root C^{1/2} (the simulator's noise factor), by NumPy's eigh."""
+    e, u = np.linalg.eigh(0.5 * (c + c.T))
+    return (u * np.sqrt(np.clip(e, 0.0, None))) @ u.T

@@ -9,9 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import sgdtheory as st
-from benchmarks._common import interleaved, problem
-from sgdtheory.simulate import _engine
-from sgdtheory.simulate.quadratic import quadratic_sgd
+from benchmarks._common import interleaved, problem, sym_sqrt
+from sgdtheory.simulate import default_groups, draw_noise, quadratic_sgd, scan_replicas
 
 
 def numpy_sgd(seed, h, chol, lr, steps, replicas, burn_in, groups, dtype=np.float64):
@@ -47,19 +46,16 @@ def generic_engine(key, h, chol, lr, steps, replicas, burn_in):
     def step(k, w):
         return w - lr * (w @ h + jax.random.normal(k, w.shape, w.dtype) @ chol)
 
-    return _engine.scan_replicas(key, lambda k: jnp.zeros((replicas, d)), step, lambda w: w,
-                                 steps=steps, replicas=replicas, burn_in=burn_in,
-                                 groups=_engine.default_groups(replicas))
+    return scan_replicas(key, lambda k: jnp.zeros((replicas, d)), step, lambda w: w,
+                         steps=steps, replicas=replicas, burn_in=burn_in,
+                         groups=default_groups(replicas))
 
 
 def noise_floor(key, steps, replicas, d, blk, dtype, kind="gaussian"):
     """Cost of the noise draws alone (same blocks as the simulator), summed so nothing is elided."""
-    from sgdtheory.simulate.quadratic import _sign_bits
-
     def body(acc, b):
         k = jax.random.fold_in(key, b)
-        z = (jax.random.normal(k, (blk, replicas, d), dtype) if kind == "gaussian"
-             else _sign_bits(k, (blk, replicas, d), dtype))
+        z = draw_noise(k, (blk, replicas, d), kind, dtype)
         return acc + jnp.sum(z), None  # the whole draw, so none of it is elided
 
     acc, _ = jax.lax.scan(body, jnp.zeros((), dtype), jnp.arange(steps // blk))
@@ -73,7 +69,7 @@ def throughput(quick: bool):
     repeats = 3 if quick else 5
     h, c = problem(d)
     lr = 0.5
-    chol = np.asarray(st._linalg.psd_sqrt(jnp.asarray(c)))
+    chol = sym_sqrt(c)
     key = jax.random.key(0)
     hj, cj = jnp.asarray(h), jnp.asarray(c)
     kw = dict(steps=steps, replicas=replicas, burn_in=burn_in)
@@ -136,7 +132,7 @@ def time_to_precision(quick: bool, target: float = 0.01):
     steps, burn_in = 1000, 300
     repeats = 2 if quick else 4
     h, c = problem(d)
-    chol = np.asarray(st._linalg.psd_sqrt(jnp.asarray(c)))
+    chol = sym_sqrt(c)
     hj, cj = jnp.asarray(h), jnp.asarray(c)
     key = jax.random.key(1)
     kw = dict(steps=steps, replicas=replicas, burn_in=burn_in)

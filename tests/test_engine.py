@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgdtheory.crosscheck import Comparison
-from sgdtheory.crosscheck._util import compare_scalar, z_threshold
+from sgdtheory.crosscheck import compare_scalar, z_threshold
 from sgdtheory.simulate import run_replicas
 
 SD = np.array([1.0, 2.0])

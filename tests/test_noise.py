@@ -10,7 +10,7 @@ import pytest
 
 from sgdtheory import linreg as L
 from sgdtheory import noise as N
-from sgdtheory.crosscheck._util import z_threshold
+from sgdtheory.simulate import z_threshold
 
 
 def _grads(n=6, p=3, seed=0):
@@ -130,3 +130,21 @@ def test_error_per_sample_leaves_disagree():
 def test_error_negative_loss_in_hessian_approximation():
     with pytest.raises(ValueError, match="loss must be >= 0"):
         N.hessian_approximation(jnp.eye(2), -1.0, 2)
+
+
+def test_sampling_name_gives_the_replacement_numbers():
+    g = _grads()
+    for rule, repl in (("with_replacement", True), ("without_replacement", False)):
+        np.testing.assert_array_equal(N.minibatch_covariance(g, 2, sampling=rule),
+                                      N.minibatch_covariance(g, 2, replacement=repl))
+        assert N.batch_factor(5, 2, sampling=rule) == N.batch_factor(5, 2, repl)
+    with pytest.raises(ValueError, match="not both"):
+        N.minibatch_covariance(g, 2, sampling="with_replacement", replacement=True)
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        N.minibatch_covariance(g, 2, sampling="without")
+    x = jnp.array([[1.0], [2.0], [3.0]])
+    y = jnp.array([1.0, 1.0, 4.0])
+    loss = lambda w, z: 0.5 * (z[0] @ w - z[1]) ** 2  # noqa: E731
+    np.testing.assert_array_equal(
+        N.gradient_noise_covariance(loss, jnp.zeros(1), (x, y), 2, sampling="without_replacement"),
+        N.gradient_noise_covariance(loss, jnp.zeros(1), (x, y), 2, replacement=False))

@@ -20,8 +20,8 @@ import optax
 import pytest
 
 import sgdtheory as st
-from sgdtheory.crosscheck._util import z_threshold
-from sgdtheory.simulate.quadratic import NoiseLawWarning
+from sgdtheory.simulate import z_threshold
+from sgdtheory.simulate import NoiseLawWarning
 
 H = np.array([[1.0, 0.3, 0.0], [0.3, 0.6, 0.1], [0.0, 0.1, 0.25]])
 C = np.array([[1.0, 0.2, 0.0], [0.2, 0.5, 0.0], [0.0, 0.0, 0.8]])

@@ -108,7 +108,7 @@ def test_crosscheck_records_and_summary(tmp_path):
 
 def test_crosscheck_records_from_run_objects():
     from sgdtheory.crosscheck import Comparison
-    from sgdtheory.crosscheck._runner import CheckResult
+    from sgdtheory.crosscheck import CheckResult
 
     res = CheckResult("x/y", "desc", [Comparison("q", "p", 1.0, 1.0, 0.1)])
     (row,) = sp.crosscheck_records([res])

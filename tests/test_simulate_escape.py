@@ -19,7 +19,7 @@ import sgdtheory  # noqa: F401
 from sgdtheory import escape as es
 from sgdtheory import fokker_planck as fp
 from sgdtheory import landscape as ls
-from sgdtheory.crosscheck._util import z_threshold
+from sgdtheory.simulate import z_threshold
 from sgdtheory.simulate import escape as se
 
 Z = 4.5

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sgdtheory import linreg as L
-from sgdtheory.crosscheck._util import z_threshold
+from sgdtheory.simulate import z_threshold
 from sgdtheory.simulate import estimate, linreg_sgd, online_linreg_sgd
 
 A = np.array([[1.0, 0.3], [0.3, 0.5]])

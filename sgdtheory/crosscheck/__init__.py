@@ -4,9 +4,10 @@ Importing this package registers every built-in check (one module per theory mod
 with ``sgdtheory crosscheck`` or :func:`run`.
 """
 
-from sgdtheory.crosscheck._registry import Z_MAX, Check, Comparison, register, registry, select
+from sgdtheory.crosscheck._registry import (Z_MAX, Check, Comparison, register, registry, select,
+                                            unregister)
 from sgdtheory.crosscheck._runner import CheckResult, run
-from sgdtheory.crosscheck._util import compare_matrix, compare_scalar
+from sgdtheory.crosscheck._util import compare_matrix, compare_scalar, z_threshold
 
 # Built-in checks register themselves on import.
 from sgdtheory.crosscheck import quadratic as _quadratic  # noqa: F401,E402
@@ -24,4 +25,6 @@ __all__ = [
     "registry",
     "run",
     "select",
+    "unregister",
+    "z_threshold",
 ]

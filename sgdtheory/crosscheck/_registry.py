@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["Comparison", "Check", "register", "registry", "select", "Z_MAX"]
+__all__ = ["Comparison", "Check", "register", "unregister", "registry", "select", "Z_MAX"]
 
 Z_MAX = 4.5
 
@@ -120,6 +120,14 @@ def register(name: str, description: str, *, tags: tuple = ()):
         return fn
 
     return deco
+
+
+def unregister(name: str) -> Check:
+    """Remove check ``name`` from the registry (e.g. a temporary check in a notebook or a test);
+    returns it.  Raises ``KeyError`` for an unknown name."""
+    if name not in _REGISTRY:
+        raise KeyError(f"no crosscheck named {name!r} is registered.")
+    return _REGISTRY.pop(name)
 
 
 def registry() -> dict[str, Check]:

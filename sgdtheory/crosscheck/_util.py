@@ -12,19 +12,12 @@ question (the statistics of the survivors), so every row built from it fails, wi
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
 
 from sgdtheory.crosscheck._registry import Comparison
 from sgdtheory.simulate import Stats, estimate
+from sgdtheory.simulate._compare import ALPHA, z_threshold
 
 __all__ = ["ALPHA", "z_threshold", "compare_scalar", "compare_matrix"]
-
-ALPHA = 1e-4
-
-
-def z_threshold(groups: int, comparisons: int = 1, alpha: float = ALPHA) -> float:
-    """|z| threshold for ``comparisons`` simultaneous t-tests with ``groups - 1`` dof."""
-    return float(scipy.stats.t.isf(alpha / (2 * comparisons), groups - 1))
 
 
 def _diverged(stats: Stats, note: str):

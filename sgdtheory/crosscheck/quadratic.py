@@ -41,8 +41,9 @@ def _sim_and_compare(key, mode, h, c, lr, params, *, theory_kw=None, sim_kw=None
     theory_kw = theory_kw or {}
     sim_kw = sim_kw or {}
     sig = q.stationary_covariance(h, c, lr, **theory_kw)
-    stats = simulate.quadratic_sgd(key, h, c, lr, steps=steps, replicas=replicas, burn_in=burn_in,
-                                   **sim_kw)
+    # An optax optimizer carries its own learning rate: the simulator then takes lr=None.
+    stats = simulate.quadratic_sgd(key, h, c, None if "optimizer" in sim_kw else lr, steps=steps,
+                                   replicas=replicas, burn_in=burn_in, **sim_kw)
     hj = jnp.asarray(h)
     loss = lambda m, cv: 0.5 * jnp.sum(hj * cv)  # noqa: E731
     rows = [
@@ -158,3 +159,14 @@ def _usam(key, mode):
     lr = 0.8 * float(q.max_stable_lr(_H2, optimizer=opt))
     return _sim_and_compare(key, mode, _H2, _C2, lr, "ρ=0.5, lr=0.8·lr_max",
                             theory_kw={"optimizer": opt}, sim_kw={"sam_radius": 0.5})
+
+
+@register("quadratic/usam-weight-decay",
+          "unnormalized SAM (radius 0.5) with weight decay γ=0.4: the decay is part of the loss, so "
+          "the SAM ascent sees it, in theory and simulator alike", tags=("quadratic",))
+def _usam_wd(key, mode):
+    opt = q.usam(0.5)
+    lr = 0.8 * float(q.max_stable_lr(_H2, optimizer=opt, weight_decay=0.4))
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "ρ=0.5, γ=0.4, lr=0.8·lr_max",
+                            theory_kw={"optimizer": opt, "weight_decay": 0.4},
+                            sim_kw={"sam_radius": 0.5, "weight_decay": 0.4})

@@ -11,26 +11,28 @@ that have not escaped after ``budget`` steps are **censored** (not dropped, not 
 :func:`summarize` estimates the mean escape time by the censored-exponential maximum likelihood
 :math:`\hat\tau = \sum_i \min(T_i, K)/n_{esc}` (equal to the sample mean when nothing is censored,
 when a distribution-free standard error is used instead) and :func:`kaplan_meier` gives the
-survival curve.  State is ``(replicas, d)``; one key per chunk of steps; no trajectory is stored;
-the loop stops early once every replica has escaped.
+survival curve.  The runs are :func:`~sgdtheory.simulate.minibatch_sgd` on the one scan engine with a
+:func:`~sgdtheory.simulate.first_passage` statistic: no trajectory is stored, the noise of ``chunk``
+steps is drawn at once, and the loop stops on the device once every replica has escaped.
 
-This module never imports the theory modules (DESIGN.md).
+This module never imports the theory modules.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+import optax
 
 from sgdtheory import _checks
-from sgdtheory.simulate._engine import Stats, check_run_args, scan_replicas, warn_divergence
+from sgdtheory.simulate._engine import Stats, first_passage
+from sgdtheory.simulate.data import Online
+from sgdtheory.simulate.minibatch import minibatch_sgd
 
 __all__ = [
     "EscapeTimes",
@@ -74,95 +76,107 @@ class EscapeSummary(NamedTuple):
     method: str
 
 
-def _prep(x0, replicas):
+def _prep(x0):
     x0 = jnp.atleast_1d(_checks.as_float_array(x0))
     if x0.ndim != 1:
         raise ValueError(f"x0 must be a scalar or a (d,) vector; got shape {x0.shape}.")
     return x0
 
 
-@partial(jax.jit, static_argnames=("grad", "noise_scale", "budget", "replicas", "coordinate",
-                                   "chunk"))
-def _run(key, x0, lr, target, sign, *, grad, noise_scale, budget, replicas, coordinate, chunk):
-    d = x0.shape[0]
-    g = jax.vmap(grad)
-    s = jax.vmap(noise_scale)
-    x = jnp.broadcast_to(x0, (replicas, d)).astype(x0.dtype)
-    first = jnp.full((replicas,), budget, jnp.int32)
-    done = jnp.zeros((replicas,), bool)
-    bad = jnp.zeros((replicas,), bool)
+def _noise_gradient(grad: Callable, noise_scale):
+    r"""``gradient(x, batch)`` of the presets: :math:`\nabla L(x) + s(x)\odot z` with ``z = batch[0]``.
 
-    def step(carry, inp):
-        x, first, done, bad = carry
-        k, t = inp
-        z = jax.random.normal(k, (replicas, d), x.dtype)
-        xn = x - lr * (g(x) + jnp.broadcast_to(s(x), (replicas, d)) * z)
-        live = ~done & (t <= budget)
-        x = jnp.where(live[:, None], xn, x)
-        fin = jnp.all(jnp.isfinite(x), axis=1)
-        newbad = live & ~fin
-        hit = live & fin & (sign * (x[:, coordinate] - target) >= 0)
-        first = jnp.where(hit | newbad, t, first)
-        return (x, first, done | hit | newbad, bad | newbad), None
+    ``noise_scale`` may be a function returning ``(d,)`` or a scalar, or a constant (scalar or
+    ``(d,)``); it is broadcast to the shape of ``x``."""
+    if callable(noise_scale):
+        scale = noise_scale
+    else:
+        const = _checks.as_float_array(noise_scale)
+        if const.ndim > 1:
+            raise ValueError(f"noise_scale must be a function, a scalar or a (d,) vector; got shape "
+                             f"{const.shape}.")
+        scale = lambda x: const  # noqa: E731
 
-    def cond(c):
-        k0, _, _, done, _, _ = c
-        return (k0 < budget) & ~jnp.all(done)
+    def gradient(x, batch):
+        return grad(x) + jnp.broadcast_to(scale(x), x.shape) * batch[0]
 
-    def body(c):
-        k0, x, first, done, bad, key = c
-        key, sub = jax.random.split(key)
-        ks = jax.random.split(sub, chunk)
-        ts = k0 + 1 + jnp.arange(chunk, dtype=jnp.int32)
-        (x, first, done, bad), _ = lax.scan(step, (x, first, done, bad), (ks, ts))
-        return k0 + chunk, x, first, done, bad, key
-
-    _, x, first, done, bad, _ = lax.while_loop(
-        cond, body, (jnp.int32(0), x, first, done, bad, key))
-    return first, done & ~bad, jnp.sum(bad)
+    return gradient
 
 
-def escape_times(key, grad: Callable, noise_scale: Callable, x0, lr, *, target, budget: int,
+def _standard_normal(d, dtype):
+    def sample(k, shape):
+        return jax.random.normal(k, tuple(shape) + (d,), dtype)
+
+    return sample
+
+
+def _check_noise_scale_shape(noise_scale, x0):
+    """A scale of the wrong shape is a clear error, not a broadcasting failure inside jit."""
+    out = (jax.eval_shape(noise_scale, x0) if callable(noise_scale)
+           else jax.ShapeDtypeStruct(jnp.shape(noise_scale), jnp.float64))
+    if tuple(out.shape) not in ((), (1,), tuple(x0.shape)):
+        raise ValueError(f"noise_scale must give a scalar or a {tuple(x0.shape)} vector (one "
+                         f"standard deviation per coordinate); got shape {tuple(out.shape)}.")
+
+
+def escape_times(key, grad: Callable, noise_scale, x0, lr, *, target, budget: int,
                  replicas: int, coordinate: int = 0, chunk: int = 256) -> EscapeTimes:
     r"""First-passage steps of discrete SGD with state-dependent Gaussian gradient noise.
 
-    Update (all replicas, Itô): :math:`x \leftarrow x - \lambda(\nabla L(x) + s(x)\odot z)`.
-    The per-step gradient-noise covariance is :math:`\mathrm{diag}(s^2)`; the SDE limit has
-    :math:`D = \lambda s^2/2`.
+    Update (all replicas, Itô): :math:`x \leftarrow x - \lambda(\nabla L(x) + s(x)\odot z)`,
+    :math:`z \sim N(0, I)`.  The per-step gradient-noise covariance is :math:`\mathrm{diag}(s^2)`;
+    the SDE limit has :math:`D = \lambda s^2/2`.  A replica stops at its first step with
+    ``sign(target - x0[coordinate]) * (x[coordinate] - target) >= 0``; the run ends, on the device,
+    once every replica has passed (checked every ``chunk`` steps) or after ``budget`` steps.
+
+    This preset is :func:`~sgdtheory.simulate.minibatch_sgd` (an online source of standard normal
+    ``z``, the gradient above, ``optax.sgd(lr)``) with a
+    :func:`~sgdtheory.simulate.first_passage` statistic: the one scan engine, no second loop.
 
     Args:
-      key: ``jax.random`` key.
-      grad: ``x -> grad L(x)`` for one replica, ``(d,) -> (d,)`` (a JAX function; vmapped here).
-      noise_scale: ``x -> s(x)``, the noise standard deviation per coordinate, ``(d,)`` or scalar.
+      key: ``jax.random`` key, e.g. ``jax.random.key(0)``.
+      grad: ``x -> grad L(x)`` for one replica, ``(d,) -> (d,)`` (a pure JAX function).
+      noise_scale: ``x -> s(x)``, the noise standard deviation per coordinate (``(d,)`` or a
+        scalar), or a constant scalar / ``(d,)`` vector.
       x0: start, scalar or ``(d,)`` (the same for every replica).
       lr: learning rate :math:`\lambda` (time per step).
-      target: escape when ``sign(target - x0[coordinate]) * (x[coordinate] - target) >= 0``.
-      budget: step budget; replicas not escaped by then are censored.
+      target: the escape threshold on ``x[coordinate]``.
+      budget: step budget; replicas that have not escaped by then are censored.
       replicas: number of independent replicas.
       coordinate: which coordinate the target refers to.
-      chunk: steps per scan chunk between early-stop tests (static).
+      chunk: steps of noise drawn at once and between the early-stop tests (static).
 
-    ``grad``, ``noise_scale``, ``budget``, ``replicas``, ``coordinate``, ``chunk`` are static:
-    changing them recompiles (pass the same function objects across a sweep).
+    Returns:
+      :class:`EscapeTimes`: per-replica first-passage steps (``budget`` when censored), whether
+      each replica escaped, and how many became non-finite (censored at that step, with a
+      warning).  Summarise with :func:`summarize` or :func:`kaplan_meier`.
+
+    Changing ``budget``, ``replicas``, ``coordinate`` or ``chunk`` recompiles; new ``grad`` /
+    ``noise_scale`` functions with the same computation, ``x0``, ``lr`` and ``target`` do not.
     """
+    _checks.check_key(key)
     budget = _checks.check_int("budget", budget, 1)
     replicas = _checks.check_int("replicas", replicas, 2)
     chunk = _checks.check_int("chunk", chunk, 1)
     _checks.check_positive("lr", lr)
-    x0 = _prep(x0, replicas)
+    x0 = _prep(x0)
     coordinate = _checks.check_int("coordinate", coordinate, 0)
     if coordinate >= x0.shape[0]:
         raise ValueError(f"coordinate={coordinate} is out of range for x0 of dimension {x0.shape[0]}.")
-    sign = float(np.sign(float(target) - float(x0[coordinate])))
-    if sign == 0:
-        raise ValueError("x0 already sits on the target.")
-    first, esc, nbad = _run(key, x0, jnp.asarray(lr, x0.dtype), jnp.asarray(target, x0.dtype),
-                            jnp.asarray(sign, x0.dtype), grad=grad, noise_scale=noise_scale,
-                            budget=budget, replicas=replicas, coordinate=coordinate, chunk=chunk)
+    _check_noise_scale_shape(noise_scale, x0)
+    passage = first_passage(coordinate, float(target), start=float(x0[coordinate]))
+    groups = next((g for g in (32, 16, 8, 4, 2) if replicas % g == 0), 1)
+    stats = minibatch_sgd(
+        key, None, x0, Online(_standard_normal(x0.shape[0], x0.dtype), 1, vectorized=True),
+        optax.sgd(jnp.asarray(lr, x0.dtype)), gradient=_noise_gradient(grad, noise_scale),
+        steps=budget, replicas=replicas, burn_in=0, groups=groups, block=min(chunk, budget),
+        divergence_threshold=math.inf, on_divergence="ignore", first_passage=passage)
+    nbad = stats.diverged
     if int(nbad) > 0:
         warnings.warn(f"{int(nbad)} of {replicas} replicas became non-finite; they are censored at "
                       "the step they diverged.", RuntimeWarning, stacklevel=2)
-    return EscapeTimes(first, esc, budget, float(lr), nbad)
+    fp = stats.first_passage
+    return EscapeTimes(fp.steps, fp.passed, budget, float(lr), nbad)
 
 
 def sde_escape_times(key, drift: Callable, diffusion: Callable, x0, dt, *, target, budget: int,
@@ -170,40 +184,23 @@ def sde_escape_times(key, drift: Callable, diffusion: Callable, x0, dt, *, targe
     r"""First-passage steps of the Euler--Maruyama scheme of :math:`dx = f\,dt + \sqrt{2D}\,dW` (Itô).
 
     :math:`x \leftarrow x + f(x)\Delta t + \sqrt{2D(x)\Delta t}\,z` -- the same loop as
-    :func:`escape_times` with :math:`\nabla L = -f` and :math:`s = \sqrt{2D/\Delta t}`.  ``diffusion``
-    returns the diagonal of :math:`D` (``(d,)`` or scalar) and must be positive.
+    :func:`escape_times` with :math:`\nabla L = -f` and :math:`s = \sqrt{2D/\Delta t}`.
+
+    Args:
+      drift: ``x -> f(x)``, ``(d,) -> (d,)``.
+      diffusion: ``x -> D(x)``, the diagonal of the diffusion matrix (``(d,)`` or a scalar; must be
+        positive).
+      dt: the time step :math:`\Delta t` (the ``lr`` of :func:`escape_times`).
+      key, x0, target, budget, replicas, coordinate, chunk: as in :func:`escape_times`.
+
+    Returns:
+      :class:`EscapeTimes` (``lr`` = ``dt``, so ``summarize`` reports SDE time).
     """
     _checks.check_positive("dt", dt)
-    return escape_times(key, _Neg(drift), _Scale(diffusion, float(dt)), x0, dt, target=target,
-                        budget=budget, replicas=replicas, coordinate=coordinate, chunk=chunk)
-
-
-class _Neg:
-    def __init__(self, f):
-        self.f = f
-
-    def __call__(self, x):
-        return -self.f(x)
-
-    def __hash__(self):
-        return hash((_Neg, self.f))
-
-    def __eq__(self, o):
-        return isinstance(o, _Neg) and o.f is self.f
-
-
-class _Scale:
-    def __init__(self, dfn, dt):
-        self.dfn, self.dt = dfn, dt
-
-    def __call__(self, x):
-        return jnp.sqrt(2.0 * self.dfn(x) / self.dt)
-
-    def __hash__(self):
-        return hash((_Scale, self.dfn, self.dt))
-
-    def __eq__(self, o):
-        return isinstance(o, _Scale) and o.dfn is self.dfn and o.dt == self.dt
+    dt = float(dt)
+    return escape_times(key, lambda x: -drift(x), lambda x: jnp.sqrt(2.0 * diffusion(x) / dt), x0,
+                        dt, target=target, budget=budget, replicas=replicas, coordinate=coordinate,
+                        chunk=chunk)
 
 
 def summarize(et: EscapeTimes) -> EscapeSummary:
@@ -249,37 +246,40 @@ def kaplan_meier(et: EscapeTimes):
     return times, surv
 
 
-def state_dependent_sgd(key, grad: Callable, noise_scale: Callable, observe: Callable, x0, lr, *,
+def state_dependent_sgd(key, grad: Callable, noise_scale, observe: Callable, x0, lr, *,
                         steps: int, replicas: int, burn_in: int, groups: int | None = None,
-                        divergence_threshold: float = 1e8) -> Stats:
+                        divergence_threshold: float = 1e8, on_divergence: str = "warn",
+                        histogram=None, exceedance=None, chunk_steps: int | None = None,
+                        progress=None) -> Stats:
     r"""Stationary statistics of ``observe(x)`` under SGD with state-dependent Gaussian noise.
 
-    Same update as :func:`escape_times`; streams mean/covariance of ``observe`` (``(d,) -> (m,)``,
-    e.g. bin indicators for a histogram, or ``x**2``) through the shared scan engine, with
-    standard errors from independent replica groups.
+    Same update as :func:`escape_times`, :math:`x \leftarrow x - \lambda(\nabla L(x) +
+    s(x)\odot z)`, streamed through the one scan engine (it is
+    :func:`~sgdtheory.simulate.minibatch_sgd` with an online source of standard normals).
+
+    Args:
+      key: ``jax.random`` key.
+      grad: ``x -> grad L(x)``, ``(d,) -> (d,)``.
+      noise_scale: ``x -> s(x)`` (``(d,)`` or scalar), or a constant scalar / ``(d,)`` vector.
+      observe: ``x -> (m,)`` vector whose statistics are streamed (e.g. ``x``, ``x**2``, or bin
+        indicators); for a density use ``histogram=`` instead.
+      x0: start, scalar or ``(d,)``.
+      lr: learning rate :math:`\lambda`.
+      steps: run length; ``replicas``, ``burn_in``, ``groups``, ``divergence_threshold``,
+        ``on_divergence``, ``histogram``, ``exceedance``, ``chunk_steps`` and ``progress`` are as
+        in :func:`~sgdtheory.simulate.minibatch_sgd`.
+
+    Returns:
+      :class:`~sgdtheory.simulate.Stats` of ``observe(x)`` with replica-group standard errors.
     """
-    steps, replicas, burn_in, groups, _, _ = check_run_args(steps, replicas, burn_in, groups)
+    _checks.check_key(key)
     _checks.check_positive("lr", lr)
-    x0 = _prep(x0, replicas)
-    stats = _stat_run(key, x0, jnp.asarray(lr, x0.dtype), grad=grad, noise_scale=noise_scale,
-                      observe=observe, steps=steps, replicas=replicas, burn_in=burn_in,
-                      groups=groups, thr=float(divergence_threshold))
-    warn_divergence(stats, divergence_threshold)
-    return stats
-
-
-@partial(jax.jit, static_argnames=("grad", "noise_scale", "observe", "steps", "replicas",
-                                   "burn_in", "groups", "thr"))
-def _stat_run(key, x0, lr, *, grad, noise_scale, observe, steps, replicas, burn_in, groups, thr):
-    d = x0.shape[0]
-    g, s, o = jax.vmap(grad), jax.vmap(noise_scale), jax.vmap(observe)
-
-    def init_fn(k):
-        return jnp.broadcast_to(x0, (replicas, d))
-
-    def step_fn(k, x):
-        z = jax.random.normal(k, (replicas, d), x.dtype)
-        return x - lr * (g(x) + jnp.broadcast_to(s(x), (replicas, d)) * z)
-
-    return scan_replicas(key, init_fn, step_fn, o, steps=steps, replicas=replicas,
-                         burn_in=burn_in, groups=groups, divergence_threshold=thr)
+    x0 = _prep(x0)
+    _check_noise_scale_shape(noise_scale, x0)
+    return minibatch_sgd(
+        key, None, x0, Online(_standard_normal(x0.shape[0], x0.dtype), 1, vectorized=True),
+        optax.sgd(jnp.asarray(lr, x0.dtype)), gradient=_noise_gradient(grad, noise_scale),
+        observe=lambda x, _state: jnp.atleast_1d(observe(x)), steps=steps, replicas=replicas,
+        burn_in=burn_in, groups=groups, divergence_threshold=divergence_threshold,
+        on_divergence=on_divergence, histogram=histogram, exceedance=exceedance,
+        chunk_steps=chunk_steps, progress=progress)

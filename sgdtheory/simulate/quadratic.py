@@ -3,25 +3,24 @@ r"""Discrete-time SGD on a quadratic with additive gradient noise, many replicas
 Each step every replica sees :math:`\hat g = H(w - w^*) + \xi`, :math:`\xi = L z`,
 :math:`L L^\top = C`, and applies an optax update (``optax.sgd(lr, momentum, nesterov)`` by default,
 after coupled weight decay and an optional fixed preconditioner).  This is the simulation partner
-of :mod:`sgdtheory.quadratic`; it never imports it (DESIGN.md).
+of :mod:`sgdtheory.quadratic`; it never imports it (the crosscheck pairs them).
 """
 
 from __future__ import annotations
-
-from functools import partial
-from typing import Any, NamedTuple
 
 import math
 import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sgdtheory import _checks
 from sgdtheory._linalg import psd_sqrt
-from sgdtheory.simulate import _engine
-from sgdtheory.simulate._engine import Stats, check_run_args, scan_replicas, warn_divergence
+from sgdtheory.simulate._engine import Stats, warn_divergence
+from sgdtheory.simulate.data import Online
+from sgdtheory.simulate.minibatch import minibatch_sgd
 from sgdtheory.simulate.optimizers import build_optimizer
 
 __all__ = ["quadratic_sgd", "draw_noise", "NOISE_KINDS", "PRNG_IMPLS", "NoiseLawWarning"]
@@ -59,12 +58,13 @@ def draw_noise(key, shape, kind: str, dtype):
     a smaller fourth moment, hence smaller standard errors on second moments.  It is valid for
     predictions that depend only on the noise covariance (means and covariances of *linear*
     dynamics, i.e. everything in :mod:`sgdtheory.quadratic`), **not** for tails, histograms or
-    escape times, which depend on the whole noise law.
+    escape times, which depend on the whole noise law.  These are the draws :func:`quadratic_sgd`
+    makes (the signs come from packed random bits, 32 per 32-bit word).
     """
     if kind == "gaussian":
         return jax.random.normal(key, shape, dtype)
     if kind == "rademacher":
-        return jax.random.rademacher(key, shape, dtype)
+        return _sign_bits(key, tuple(shape), dtype)
     raise ValueError(f"noise must be one of {NOISE_KINDS}; got {kind!r}.")
 
 
@@ -99,6 +99,10 @@ def quadratic_sgd(
     chunk_steps: int | None = None,
     progress=None,
     stop_on_divergence: bool = False,
+    histogram=None,
+    exceedance=None,
+    first_passage=None,
+    on_divergence: str = "warn",
 ) -> Stats:
     r"""Simulate discrete-time SGD on :math:`L(w) = \tfrac12 (w-w^*)^\top H (w-w^*)` with noise :math:`C`.
 
@@ -106,16 +110,19 @@ def quadratic_sgd(
       key: a ``jax.random`` key (the only source of randomness).
       hessian: ``(D, D)`` symmetric :math:`H`.
       noise_cov: ``(D, D)`` PSD covariance :math:`C` of the per-step gradient noise.
-      lr: learning rate :math:`\lambda` (ignored when ``optimizer`` is given; may then be ``None``).
+      lr: learning rate :math:`\lambda`; must be ``None`` when ``optimizer`` is given (the optax
+        optimizer carries its own learning rate).
       steps, replicas, burn_in: run length, number of independent replicas, steps discarded
         (static: changing them recompiles).  ``replicas`` must split into >= 8 equal groups.
       momentum, nesterov: heavy-ball momentum in the optax convention, Nesterov variant.
-      weight_decay: coupled L2 :math:`\gamma` (``optax.add_decayed_weights``), may be negative.
+      weight_decay: coupled L2 :math:`\gamma`, part of the loss (so the SAM ascent sees it), may be
+        negative.
       preconditioner: optional fixed ``(D, D)`` SPD :math:`P` (update :math:`-\lambda P m`).
       sam_radius: unnormalized SAM radius :math:`\rho`: the gradient is taken at
         :math:`w + \rho P\hat g(w)` with the *same* noise draw (same minibatch).
       optimizer: any ``optax.GradientTransformation`` (e.g. ``optax.adam(1e-2)``) replacing
-        ``optax.sgd(lr, momentum, nesterov)``; weight decay and preconditioner still chain first.
+        ``optax.sgd(lr, momentum, nesterov)`` (then ``lr=None``, no ``momentum``/``nesterov``);
+        weight decay and preconditioner still apply first.
       w_star: the minimiser :math:`w^*` (default 0).
       init: initial ``w`` for every replica (default :math:`w^*`); buffers start at optax's init.
       noise: ``"gaussian"`` or ``"rademacher"`` (see :func:`draw_noise` for when the latter is valid).
@@ -137,6 +144,15 @@ def quadratic_sgd(
         steps, stats)`` call between chunks and an optional early stop after a chunk with a
         diverged replica; the statistics equal those of one long scan.  ``chunk_steps`` must be
         a multiple of ``block``.
+      histogram, exceedance, first_passage: optional streamed statistics of ``w``
+        (:func:`~sgdtheory.simulate.histogram` etc.).
+      on_divergence: ``"warn"`` (default; the message names the stability bound for the default
+        optimizer), ``"raise"`` or ``"ignore"``.
+
+    This preset is :func:`~sgdtheory.simulate.minibatch_sgd` with an online source of noise
+    vectors :math:`\xi = C^{1/2}z` (a batch of one) and the gradient
+    :math:`H(w - w^*) + \gamma w + \xi`; every number (``lr``, ``momentum``, ``weight_decay``,
+    :math:`H`, :math:`C`, ...) is data to the compiled program, so a sweep does not recompile.
 
     Validity of ``noise="rademacher"``: it has exactly the covariance :math:`C`, so every first-
     and second-moment prediction of these *linear* dynamics (means, covariances, losses,
@@ -157,6 +173,7 @@ def quadratic_sgd(
       >>> s.cov.shape
       (2, 2)
     """
+    _checks.check_key(key)
     h = _checks.square_matrix("hessian", hessian)
     _checks.check_symmetric("hessian", h)
     d = h.shape[0]
@@ -169,6 +186,8 @@ def quadratic_sgd(
             raise ValueError("lr must be a scalar (or pass an optax optimizer).")
         _checks.check_positive("lr", lr)
         _checks.check_momentum(momentum)
+    else:
+        check_optimizer_alone(lr, momentum, nesterov)
     _checks.check_nonnegative("sam_radius", sam_radius)
     if noise not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {NOISE_KINDS}; got {noise!r}.")
@@ -186,6 +205,7 @@ def quadratic_sgd(
                 "noise.", NoiseLawWarning, stacklevel=2)
     if prng_impl is not None and prng_impl not in PRNG_IMPLS:
         raise ValueError(f"prng_impl must be one of {PRNG_IMPLS}; got {prng_impl!r}.")
+    p = None
     if preconditioner is not None:
         p = _checks.square_matrix("preconditioner", preconditioner)
         if p.shape != h.shape:
@@ -193,166 +213,100 @@ def quadratic_sgd(
         _checks.check_spd("preconditioner", p)
     ws = jnp.zeros(d) if w_star is None else _checks.check_vector("w_star", w_star, d)
     w0 = ws if init is None else _checks.check_vector("init", init, d)
-    steps, replicas, burn_in, groups, record_every, record_replicas = check_run_args(
-        steps, replicas, burn_in, groups, record_every, record_replicas)
-    if optimizer is None:
-        # Hyper-parameters are traced arguments (a sweep over lr does not recompile); only the
-        # structure of the optax chain is static.
-        opt = _SgdSpec(not (isinstance(momentum, (int, float)) and momentum == 0), bool(nesterov),
-                       not (isinstance(weight_decay, (int, float)) and weight_decay == 0))
-        hyper = (jnp.asarray(lr, float), jnp.asarray(momentum, float), jnp.asarray(weight_decay, float))
-    else:
-        opt = build_optimizer(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                              preconditioner=preconditioner, optimizer=optimizer)
-        hyper = None
-    use_sam = not (isinstance(sam_radius, (int, float)) and sam_radius == 0)
     block = _auto_block(noise) if block is None else _checks.check_int("block", block, 1)
-    unroll = _checks.check_int("unroll", unroll, 1)
     dtype = jnp.dtype(dtype)
-    cfg = _Config(opt=opt, use_sam=use_sam, replicas=replicas, burn_in=burn_in, groups=groups,
-                  threshold=float(divergence_threshold), noise=noise, dtype=dtype,
-                  noise_dtype=dtype if noise_dtype is None else jnp.dtype(noise_dtype),
-                  block=block, unroll=unroll, prng_impl=prng_impl,
-                  devices=None if devices is None else _devices_key(devices))
-    static = dict(cfg=cfg)
-    args = (key, h, c, ws, w0, sam_radius, preconditioner, hyper)
-    if chunk_steps is None:
-        if progress is not None or stop_on_divergence:
-            raise ValueError("progress= and stop_on_divergence= need chunk_steps=.")
-        stats = _simulate_cfg(*args, steps=steps, record_every=record_every,
-                          record_replicas=record_replicas, **static)
-    else:
-        if record_every is not None:
-            raise ValueError("record_every= is not supported with chunk_steps=.")
-        carry = _start(*args, **static)
-        stats = _engine.run_chunked(
-            carry, lambda cr, t0, n: _advance(cr, t0, *args[1:], length=n, cfg=cfg),
-            steps=steps, replicas=replicas, burn_in=burn_in, chunk_steps=chunk_steps, block=block,
-            progress=progress, stop_on_divergence=stop_on_divergence)
-    warn_divergence(stats, divergence_threshold)
+    noise_dtype = dtype if noise_dtype is None else jnp.dtype(noise_dtype)
+    if prng_impl is not None:
+        n_words = {"threefry2x32": 2, "rbg": 4, "unsafe_rbg": 4}[prng_impl]
+        key = jax.random.wrap_key_data(jax.random.bits(key, (n_words,), jnp.uint32),
+                                       impl=prng_impl)
+
+    # Every number enters as an array captured by the callables below, so a sweep over lr,
+    # momentum, weight decay, H, C or the SAM radius reuses one compiled simulator.
+    opt = build_optimizer(
+        None if optimizer is not None else jnp.asarray(lr, float),
+        momentum=momentum if _is_zero(momentum) else jnp.asarray(momentum, float),
+        nesterov=nesterov, preconditioner=None if p is None else p.astype(dtype),
+        optimizer=optimizer)
+    gradient = _quadratic_gradient(h.astype(dtype), ws.astype(dtype),
+                                   None if _is_zero(weight_decay) else jnp.asarray(weight_decay, dtype),
+                                   None if _is_zero(sam_radius) else jnp.asarray(sam_radius, dtype),
+                                   None if p is None else p.astype(dtype))
+    chol = psd_sqrt(c).astype(noise_dtype)
+    stats = minibatch_sgd(
+        key, None, w0.astype(dtype), Online(_noise_source(chol, noise, noise_dtype, dtype), 1,
+                                            vectorized=True),
+        opt, gradient=gradient, steps=steps, replicas=replicas, burn_in=burn_in, groups=groups,
+        record_every=record_every, record_replicas=record_replicas,
+        divergence_threshold=divergence_threshold, on_divergence="ignore", block=block,
+        unroll=unroll, devices=devices, chunk_steps=chunk_steps, progress=progress,
+        stop_on_divergence=stop_on_divergence, histogram=histogram, exceedance=exceedance,
+        first_passage=first_passage)
+    hint = None
+    if (_checks.is_concrete(stats.diverged) and int(stats.diverged) > 0 and optimizer is None
+            and p is None and _is_zero(sam_radius)):
+        hint = _sgd_bound_hint(h, lr, momentum, nesterov, weight_decay)
+    warn_divergence(stats, divergence_threshold, on_divergence, hint)
     return stats
 
 
-def _devices_key(devices):
-    """A hashable (static) form of ``devices``."""
-    if isinstance(devices, (str, int)):
-        return devices
-    return tuple(devices)
+def _is_zero(x) -> bool:
+    return isinstance(x, (int, float)) and x == 0
 
 
-class _SgdSpec(NamedTuple):
-    """Static structure of the default optax chain (its hyper-parameters are traced)."""
-
-    has_momentum: bool
-    nesterov: bool
-    has_weight_decay: bool
-
-
-class _Config(NamedTuple):
-    """Static configuration of one compiled simulator (hashable: a jit static argument)."""
-
-    opt: Any
-    use_sam: bool
-    replicas: int
-    burn_in: int
-    groups: int
-    threshold: float
-    noise: str
-    dtype: Any
-    noise_dtype: Any
-    block: int
-    unroll: int
-    prng_impl: str | None
-    devices: Any
+def check_optimizer_alone(lr, momentum=0.0, nesterov=False):
+    """An optax ``optimizer=`` carries its own learning rate and momentum: refuse the keywords."""
+    if lr is not None:
+        raise ValueError("pass either lr (with momentum=, nesterov=) or an optax optimizer=, not "
+                         f"both: the optimizer carries its own learning rate (got lr={lr!r}). Use "
+                         "lr=None with optimizer=.")
+    if not _is_zero(momentum) or nesterov:
+        raise ValueError("momentum= and nesterov= configure the default optax.sgd; with "
+                         "optimizer= build them into it (optax.sgd(lr, momentum, nesterov=True)).")
 
 
-def _model(key, h, c, w_star, w0, sam_radius, preconditioner, hyper, cfg: _Config):
-    """The quadratic model's (key, init_fn, step_fn, noise_fn, observe_fn) for the engine."""
-    replicas, noise, dtype, noise_dtype = cfg.replicas, cfg.noise, cfg.dtype, cfg.noise_dtype
-    opt, use_sam = cfg.opt, cfg.use_sam
-    if isinstance(opt, _SgdSpec):  # the default chain, hyper-parameters traced
-        has_mom, nesterov, has_wd = opt
-        lr, momentum, weight_decay = hyper
-        opt = build_optimizer(lr, momentum=momentum if has_mom else 0.0, nesterov=nesterov,
-                              weight_decay=weight_decay if has_wd else 0.0,
-                              preconditioner=preconditioner)
-    d = h.shape[0]
-    h = h.astype(dtype)
-    chol = psd_sqrt(c).astype(noise_dtype)
-    w_star = w_star.astype(dtype)
-    p = None if preconditioner is None else jnp.asarray(preconditioner, dtype)
-    if cfg.prng_impl is not None:
-        n_words = {"threefry2x32": 2, "rbg": 4, "unsafe_rbg": 4}[cfg.prng_impl]
-        key = jax.random.wrap_key_data(jax.random.bits(key, (n_words,), jnp.uint32),
-                                       impl=cfg.prng_impl)
-
-    def init_fn(_key):
-        w = jnp.broadcast_to(w0.astype(dtype), (replicas, d))
-        return w, jax.vmap(opt.init)(w)
-
-    def noise_fn(k, n):
-        # One draw and one (n R, D) x (D, D) product for n steps; chol is symmetric.
-        if noise == "gaussian":
-            z = jax.random.normal(k, (n, replicas, d), noise_dtype)
-        else:
-            z = _sign_bits(k, (n, replicas, d), noise_dtype)
-        return (z @ chol).astype(dtype)
-
-    def step_fn(xi, state):
-        w, opt_state = state
-        g = (w - w_star[None, :]) @ h + xi
-        if use_sam:
-            ascent = g if p is None else g @ p
-            g = (w + sam_radius * ascent - w_star[None, :]) @ h + xi
-        updates, opt_state = jax.vmap(opt.update)(g, opt_state, w)
-        return optax.apply_updates(w, updates), opt_state
-
-    def observe_fn(state):
-        return state[0]
-
-    return key, init_fn, step_fn, noise_fn, observe_fn
+def _sgd_bound_hint(h, lr, momentum, nesterov, weight_decay):
+    """The deterministic stability bound of optax.sgd on a quadratic, for the divergence message."""
+    h_max = float(np.max(np.linalg.eigvalsh(np.asarray(h, float)))) + float(weight_decay)
+    mu = float(momentum)
+    if nesterov:
+        bound, expr = 2 * (1 + mu) / ((1 + 2 * mu) * h_max), "2(1+momentum)/((1+2 momentum) h_max)"
+    elif mu:
+        bound, expr = 2 * (1 + mu) / h_max, "2(1+momentum)/h_max"
+    else:
+        bound, expr = 2 / h_max, "2/h_max"
+    rel = ">=" if float(lr) >= bound else "<"
+    return f"lr={float(lr):.4g} {rel} {expr} = {bound:.4g}" + (
+        "" if rel == ">=" else " (below the bound: raise divergence_threshold?)")
 
 
-def _engine_opts(cfg: _Config):
-    return dict(replicas=cfg.replicas, burn_in=cfg.burn_in, groups=cfg.groups,
-                divergence_threshold=cfg.threshold, block=cfg.block, unroll=cfg.unroll,
-                devices=cfg.devices)
+def _quadratic_gradient(h, w_star, weight_decay, sam_radius, p):
+    r"""The per-replica stochastic gradient :math:`\hat g(w) = H(w - w^*) + \gamma w + \xi` (one
+    noise draw ``xi`` per step, the batch of one), with unnormalised SAM evaluated at
+    :math:`w + \rho P\hat g(w)` with the *same* ``xi``.  Weight decay is part of the loss, so the
+    SAM ascent sees it (the convention of :func:`sgdtheory.quadratic.usam`)."""
+
+    def grad(w, batch):
+        xi = batch[0]
+        g = (w - w_star) @ h + xi
+        if weight_decay is not None:
+            g = g + weight_decay * w
+        if sam_radius is not None:
+            w_adv = w + sam_radius * (g if p is None else g @ p)
+            g = (w_adv - w_star) @ h + xi
+            if weight_decay is not None:
+                g = g + weight_decay * w_adv
+        return g
+
+    return grad
 
 
-@partial(jax.jit, static_argnames=("opt", "use_sam", "steps", "replicas", "burn_in", "groups",
-                                   "record_every", "record_replicas", "threshold", "noise", "dtype"))
-def _simulate(key, h, c, w_star, w0, sam_radius, preconditioner, *, opt, use_sam, steps, replicas,
-              burn_in, groups, record_every, record_replicas, threshold, noise, dtype):
-    """The original private entry point (kept for callers that lower it), default fast options."""
-    cfg = _Config(opt=opt, use_sam=use_sam, replicas=replicas, burn_in=burn_in, groups=groups,
-                  threshold=threshold, noise=noise, dtype=dtype, noise_dtype=dtype,
-                  block=_auto_block(noise), unroll=1, prng_impl=None, devices=None)
-    return _simulate_cfg(key, h, c, w_star, w0, sam_radius, preconditioner, None, cfg=cfg, steps=steps,
-                         record_every=record_every, record_replicas=record_replicas)
+def _noise_source(chol, noise, noise_dtype, dtype):
+    r"""Vectorised Online source of :math:`\xi = L z`: one draw and one matmul for many steps."""
 
+    def sample(k, shape):
+        full = tuple(shape) + (chol.shape[0],)
+        z = draw_noise(k, full, noise, noise_dtype)
+        return (z @ chol).astype(dtype)  # chol is symmetric
 
-@partial(jax.jit, static_argnames=("cfg", "steps", "record_every", "record_replicas"))
-def _simulate_cfg(key, h, c, w_star, w0, sam_radius, preconditioner, hyper, *, cfg, steps, record_every,
-              record_replicas):
-    key, init_fn, step_fn, noise_fn, observe_fn = _model(key, h, c, w_star, w0, sam_radius,
-                                                         preconditioner, hyper, cfg)
-    return scan_replicas(key, init_fn, step_fn, observe_fn, steps=steps,
-                         record_every=record_every, record_replicas=record_replicas,
-                         noise_fn=noise_fn, **_engine_opts(cfg))
-
-
-@partial(jax.jit, static_argnames=("cfg",))
-def _start(key, h, c, w_star, w0, sam_radius, preconditioner, hyper, *, cfg):
-    key, init_fn, _, _, observe_fn = _model(key, h, c, w_star, w0, sam_radius, preconditioner,
-                                            hyper, cfg)
-    return _engine.init_carry(key, init_fn, observe_fn, **_engine_opts(cfg))
-
-
-@partial(jax.jit, static_argnames=("cfg", "length"))
-def _advance(carry, t0, h, c, w_star, w0, sam_radius, preconditioner, hyper, *, cfg, length):
-    # carry.key is already the run key (converted to cfg.prng_impl by _start).
-    _, _, step_fn, noise_fn, observe_fn = _model(carry.key, h, c, w_star, w0, sam_radius,
-                                                 preconditioner, hyper,
-                                                 cfg._replace(prng_impl=None))
-    return _engine.advance(carry, t0, length, step_fn, observe_fn, noise_fn=noise_fn,
-                           **_engine_opts(cfg))
+    return sample
