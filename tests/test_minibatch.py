@@ -320,3 +320,27 @@ def test_chunked_generic_run_equals_one_long_scan():
     assert seen == [64, 128, 192, 256, 300]
     np.testing.assert_allclose(one.cov, chunked.cov, rtol=1e-12)
     np.testing.assert_allclose(one.exceedance.probability, chunked.exceedance.probability)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "rademacher"])
+def test_diagonal_and_mean_statistics_are_the_full_ones_restricted(noise):
+    """statistics="diagonal" streams only the D variances (same key: the diagonal of the full run,
+    to rounding); "mean" streams only the mean; compare() reads both."""
+    h, c = jnp.array([[1.0, 0.3], [0.3, 0.5]]), jnp.eye(2)
+    kw = dict(steps=500, replicas=64, burn_in=50, noise=noise)
+    full = sim.quadratic_sgd(jax.random.key(2), h, c, 0.4, **kw)
+    diag = sim.quadratic_sgd(jax.random.key(2), h, c, 0.4, statistics="diagonal", **kw)
+    mean = sim.quadratic_sgd(jax.random.key(2), h, c, 0.4, statistics="mean", **kw)
+    np.testing.assert_allclose(diag.cov, np.diag(full.cov), rtol=1e-12)
+    np.testing.assert_allclose(diag.cov_stderr, np.diag(full.cov_stderr), rtol=1e-9)
+    np.testing.assert_allclose(mean.mean, full.mean, rtol=1e-12)
+    assert mean.cov is None and mean.cov_stderr is None
+    theory = st.stationary_covariance(h, c, 0.4)
+    table = diag.compare(theory)
+    assert table.labels == ("var[0]", "var[1]")
+    np.testing.assert_allclose(table.theory, np.diag(theory))
+    with pytest.raises(ValueError, match="mean only"):
+        mean.compare(theory)
+    assert "var" in repr(diag)
+    with pytest.raises(ValueError, match="statistics"):
+        sim.quadratic_sgd(jax.random.key(2), h, c, 0.4, statistics="some", **kw)

@@ -100,6 +100,13 @@ def compare(theory, stats, *, of: str | Callable = "cov", name: str | None = Non
     from sgdtheory.simulate._engine import estimate
 
     theory = np.asarray(theory, dtype=float)
+    if stats.cov is None and not (of == "mean" or callable(of)):
+        raise ValueError("these statistics hold the mean only (statistics='mean'); compare "
+                         "of='mean' or run with statistics='full' / 'diagonal'.")
+    if of == "cov" and np.ndim(stats.cov) == 1:
+        if theory.ndim == 2:  # a covariance prediction against diagonal statistics
+            theory = np.diag(theory)
+        of = "var"
     if callable(of):
         value, se = estimate(stats, of)
         sim = np.atleast_1d(np.asarray(value, float)).ravel()
@@ -121,6 +128,8 @@ def compare(theory, stats, *, of: str | Callable = "cov", name: str | None = Non
             raise ValueError(f"theory has shape {theory.shape}; expected ({d},) for of={of!r}.")
         if of == "mean":
             sim, se = np.asarray(stats.mean), np.asarray(stats.mean_stderr)
+        elif np.ndim(stats.cov) == 1:  # statistics="diagonal"
+            sim, se = np.asarray(stats.cov), np.asarray(stats.cov_stderr)
         else:
             sim, se = np.diag(np.asarray(stats.cov)), np.diag(np.asarray(stats.cov_stderr))
         t = theory

@@ -53,6 +53,7 @@ __all__ = [
     "exceedance",
     "first_passage",
     "make_extras",
+    "STATISTICS",
     "check_on_divergence",
     "run_replicas",
     "scan_replicas",
@@ -201,24 +202,33 @@ class FirstPassage(NamedTuple):
     passed: jax.Array
 
 
+STATISTICS = ("full", "diagonal", "mean")
+
+
 class Extras(NamedTuple):
-    """Optional statistics a run streams besides the moments (static: part of the program)."""
+    """Which statistics a run streams (static: part of the program).  ``moments``: ``"full"``
+    (mean and D x D covariance), ``"diagonal"`` (mean and the D variances) or ``"mean"``."""
 
     histogram: HistogramSpec | None = None
     exceedance: ExceedanceSpec | None = None
     first_passage: PassageSpec | None = None
+    moments: str = "full"
 
 
-def make_extras(histogram=None, exceedance=None, first_passage=None) -> Extras | None:
-    """Validate optional statistic requests; ``None`` when nothing extra is asked for."""
+def make_extras(histogram=None, exceedance=None, first_passage=None,
+                statistics: str = "full") -> Extras | None:
+    """Validate optional statistic requests; ``None`` when only the default full moments are asked
+    for."""
+    if statistics not in STATISTICS:
+        raise ValueError(f"statistics must be one of {STATISTICS}; got {statistics!r}.")
     for name, val, typ in (("histogram", histogram, HistogramSpec),
                            ("exceedance", exceedance, ExceedanceSpec),
                            ("first_passage", first_passage, PassageSpec)):
         if val is not None and not isinstance(val, typ):
             raise ValueError(f"{name}= takes sgdtheory.simulate.{name}(...); got {type(val).__name__}.")
-    if histogram is None and exceedance is None and first_passage is None:
+    if histogram is None and exceedance is None and first_passage is None and statistics == "full":
         return None
-    return Extras(histogram, exceedance, first_passage)
+    return Extras(histogram, exceedance, first_passage, statistics)
 
 
 class Stats(NamedTuple):
@@ -314,6 +324,7 @@ def run_replicas(
     exceedance: ExceedanceSpec | None = None,
     first_passage: PassageSpec | None = None,
     on_divergence: str = "warn",
+    statistics: str = "full",
 ) -> Stats:
     """Run ``steps`` steps of ``replicas`` replicas and stream the statistics of ``observe_fn``.
 
@@ -339,13 +350,16 @@ def run_replicas(
 
     Optional statistics (each adds its own small cost, none grows with ``steps``):
     ``histogram=`` :func:`histogram`, ``exceedance=`` :func:`exceedance`, ``first_passage=``
-    :func:`first_passage`.  ``on_divergence``: ``"warn"`` (default), ``"raise"``
+    :func:`first_passage`.  ``statistics``: ``"full"`` (mean and covariance, default),
+    ``"diagonal"`` (mean and the ``(D,)`` variances in ``cov``/``cov_stderr``: D numbers per replica
+    group instead of D^2, so the cost follows) or ``"mean"`` (``cov`` is ``None``).
+    ``on_divergence``: ``"warn"`` (default), ``"raise"``
     (:class:`DivergenceError`) or ``"ignore"``; ``warn=False`` is ``"ignore"``.
     """
     steps, replicas, burn_in, groups, record_every, record_replicas = check_run_args(
         steps, replicas, burn_in, groups, record_every, record_replicas)
     check_on_divergence(on_divergence)
-    extras = make_extras(histogram, exceedance, first_passage)
+    extras = make_extras(histogram, exceedance, first_passage, statistics)
     if chunk_steps is None:
         if progress is not None or stop_on_divergence:
             raise ValueError("progress= and stop_on_divergence= need chunk_steps=.")
@@ -525,9 +539,10 @@ def init_carry(key, init_fn, observe_fn, *, replicas, groups, stats_dtype=None, 
                   if ex.histogram is not None else (groups, 0, 0))
     exc_shape = ((groups, len(ex.exceedance.coordinates), len(ex.exceedance.thresholds))
                  if ex.exceedance is not None else (groups, 0, 0))
+    m2_shape = {"full": (groups, d, d), "diagonal": (groups, d), "mean": (groups, 0)}[ex.moments]
     return Carry(k_run, state, jnp.ones((replicas,), dtype=bool),
                  jnp.zeros((groups,), stats_dtype), jnp.zeros((groups, d), stats_dtype),
-                 jnp.zeros((groups, d, d), stats_dtype), jnp.zeros((d,), stats_dtype),
+                 jnp.zeros(m2_shape, stats_dtype), jnp.zeros((d,), stats_dtype),
                  jnp.zeros(hist_shape, stats_dtype), jnp.zeros(exc_shape, stats_dtype),
                  jnp.zeros((replicas,), jnp.int32), jnp.zeros((replicas,), bool))
 
@@ -544,6 +559,7 @@ def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, bur
     stats_dtype = carry.mu.dtype
     q = replicas // groups
     d = carry.mu.shape[1]
+    moments = "full" if carry.m2.ndim == 3 else ("mean" if carry.m2.shape[1] == 0 else "diagonal")
     threshold = divergence_threshold
     k_run = carry.key
     ex = extras or Extras()
@@ -628,10 +644,8 @@ def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, bur
         devs = devs.reshape(nsteps, groups, q, d)
         nb = jnp.sum(uses.reshape(nsteps, groups, q), axis=(0, 2)).astype(stats_dtype)
         s1 = jnp.sum(devs, axis=(0, 2))
-        s2 = jnp.einsum("bgqd,bgqe->gde", devs, devs)
         safe = jnp.maximum(nb, 1.0)
         mb = (ref - shift[None, :]) + s1 / safe[:, None]  # block means, as offsets
-        m2b = s2 - jnp.einsum("gd,ge->gde", s1, s1) / safe[:, None, None]
         n_new = n + nb
         frac = nb / jnp.maximum(n_new, 1.0)
         delta = mb - mu
@@ -639,9 +653,15 @@ def advance(carry: Carry, t0, length: int, step_fn, observe_fn, *, replicas, bur
         # have a NaN reference (replicas that were already non-finite), and NaN * 0 = NaN.
         has = (nb > 0)
         mu = jnp.where(has[:, None], mu + delta * frac[:, None], mu)
-        m2 = jnp.where(has[:, None, None],
-                       m2 + m2b + jnp.einsum("gd,ge->gde", delta, delta) * (n * frac)[:, None, None],
-                       m2)
+        if moments == "full":
+            m2b = (jnp.einsum("bgqd,bgqe->gde", devs, devs)
+                   - jnp.einsum("gd,ge->gde", s1, s1) / safe[:, None, None])
+            m2 = jnp.where(has[:, None, None],
+                           m2 + m2b + jnp.einsum("gd,ge->gde", delta, delta)
+                           * (n * frac)[:, None, None], m2)
+        elif moments == "diagonal":  # D numbers per group instead of D^2: the cost follows
+            m2b = jnp.einsum("bgqd,bgqd->gd", devs, devs) - s1 * s1 / safe[:, None]
+            m2 = jnp.where(has[:, None], m2 + m2b + delta * delta * (n * frac)[:, None], m2)
         return (state, alive, n_new, mu, m2, shift, hist, exc, first, passed)
 
     c = tuple(carry)[1:]
@@ -768,16 +788,25 @@ def _finalize(n, mu, m2, steps, replicas, burn_in, alive, shift) -> Stats:
     valid = n > 0  # a group whose replicas all diverged before sampling holds no data
     n_tot = jnp.sum(n)
     mu = jnp.where(valid[:, None], mu, 0.0)
-    m2 = jnp.where(valid[:, None, None], m2, 0.0)
     mean_off = jnp.sum(mu * n[:, None], axis=0) / n_tot
     dev = mu - mean_off[None, :]
-    m2_tot = jnp.sum(m2, axis=0) + jnp.einsum("g,gd,ge->de", n, dev, dev)
-    cov = m2_tot / n_tot
     group_mean = jnp.where(valid[:, None], shift[None, :] + mu, jnp.nan)
-    group_cov = jnp.where(valid[:, None, None], m2 / jnp.maximum(n, 1.0)[:, None, None], jnp.nan)
+    if m2.ndim == 3:  # full covariance
+        m2 = jnp.where(valid[:, None, None], m2, 0.0)
+        cov = (jnp.sum(m2, axis=0) + jnp.einsum("g,gd,ge->de", n, dev, dev)) / n_tot
+        group_cov = jnp.where(valid[:, None, None], m2 / jnp.maximum(n, 1.0)[:, None, None],
+                              jnp.nan)
+        cov_se = _group_se(group_cov, valid)
+    elif m2.shape[1]:  # diagonal: (D,) variances
+        m2 = jnp.where(valid[:, None], m2, 0.0)
+        cov = (jnp.sum(m2, axis=0) + jnp.einsum("g,gd->d", n, dev * dev)) / n_tot
+        group_cov = jnp.where(valid[:, None], m2 / jnp.maximum(n, 1.0)[:, None], jnp.nan)
+        cov_se = _group_se(group_cov, valid)
+    else:  # mean only
+        cov = group_cov = cov_se = None
     return Stats(
         mean=shift + mean_off, cov=cov, mean_stderr=_group_se(mu, valid),
-        cov_stderr=_group_se(group_cov, valid), steps=steps,
+        cov_stderr=cov_se, steps=steps,
         replicas=replicas, burn_in=burn_in, diverged=replicas - jnp.sum(alive),
         group_mean=group_mean, group_cov=group_cov, group_count=n,
     )
@@ -815,8 +844,10 @@ def _stats_repr(s: Stats) -> str:
     if d <= 6:
         lines.append("  mean      " + _fmt_vec(s.mean).replace("\n", "\n            "))
         lines.append("  ± se      " + _fmt_vec(s.mean_stderr).replace("\n", "\n            "))
-        lines.append("  cov       " + _fmt_vec(s.cov).replace("\n", "\n            "))
-        lines.append("  ± se      " + _fmt_vec(s.cov_stderr).replace("\n", "\n            "))
+        if s.cov is not None:
+            name = "cov       " if np.ndim(s.cov) == 2 else "var       "
+            lines.append("  " + name + _fmt_vec(s.cov).replace("\n", "\n            "))
+            lines.append("  ± se      " + _fmt_vec(s.cov_stderr).replace("\n", "\n            "))
     else:
         lines.append(f"  mean ({d},), cov ({d}, {d}) with standard errors: see .mean, .cov, "
                      ".mean_stderr, .cov_stderr")

@@ -170,7 +170,8 @@ def escape_times(key, grad: Callable, noise_scale, x0, lr, *, target, budget: in
         key, None, x0, Online(_standard_normal(x0.shape[0], x0.dtype), 1, vectorized=True),
         optax.sgd(jnp.asarray(lr, x0.dtype)), gradient=_noise_gradient(grad, noise_scale),
         steps=budget, replicas=replicas, burn_in=0, groups=groups, block=min(chunk, budget),
-        divergence_threshold=math.inf, on_divergence="ignore", first_passage=passage)
+        divergence_threshold=math.inf, on_divergence="ignore", first_passage=passage,
+        statistics="mean")
     nbad = stats.diverged
     if int(nbad) > 0:
         warnings.warn(f"{int(nbad)} of {replicas} replicas became non-finite; they are censored at "
@@ -250,7 +251,7 @@ def state_dependent_sgd(key, grad: Callable, noise_scale, observe: Callable, x0,
                         steps: int, replicas: int, burn_in: int, groups: int | None = None,
                         divergence_threshold: float = 1e8, on_divergence: str = "warn",
                         histogram=None, exceedance=None, chunk_steps: int | None = None,
-                        progress=None) -> Stats:
+                        progress=None, statistics: str = "full") -> Stats:
     r"""Stationary statistics of ``observe(x)`` under SGD with state-dependent Gaussian noise.
 
     Same update as :func:`escape_times`, :math:`x \leftarrow x - \lambda(\nabla L(x) +
@@ -266,8 +267,8 @@ def state_dependent_sgd(key, grad: Callable, noise_scale, observe: Callable, x0,
       x0: start, scalar or ``(d,)``.
       lr: learning rate :math:`\lambda`.
       steps: run length; ``replicas``, ``burn_in``, ``groups``, ``divergence_threshold``,
-        ``on_divergence``, ``histogram``, ``exceedance``, ``chunk_steps`` and ``progress`` are as
-        in :func:`~sgdtheory.simulate.minibatch_sgd`.
+        ``on_divergence``, ``histogram``, ``exceedance``, ``chunk_steps``, ``progress`` and
+        ``statistics`` are as in :func:`~sgdtheory.simulate.minibatch_sgd`.
 
     Returns:
       :class:`~sgdtheory.simulate.Stats` of ``observe(x)`` with replica-group standard errors.
@@ -282,4 +283,4 @@ def state_dependent_sgd(key, grad: Callable, noise_scale, observe: Callable, x0,
         observe=lambda x, _state: jnp.atleast_1d(observe(x)), steps=steps, replicas=replicas,
         burn_in=burn_in, groups=groups, divergence_threshold=divergence_threshold,
         on_divergence=on_divergence, histogram=histogram, exceedance=exceedance,
-        chunk_steps=chunk_steps, progress=progress)
+        chunk_steps=chunk_steps, progress=progress, statistics=statistics)

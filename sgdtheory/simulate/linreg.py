@@ -62,7 +62,8 @@ def linreg_sgd(key, inputs, targets, lr, batch_size, *, steps: int, replicas: in
                dtype=jnp.float64, groups: int | None = None, record_every: int | None = None,
                record_replicas: int = 8, divergence_threshold: float = 1e8,
                on_divergence: str = "warn", histogram=None, exceedance=None,
-               chunk_steps: int | None = None, progress=None, devices=None) -> Stats:
+               chunk_steps: int | None = None, progress=None, devices=None,
+               statistics: str = "full") -> Stats:
     r"""Simulate minibatch SGD on the squared loss :math:`\frac1N\sum_i\tfrac12(x_i^\top w-y_i)^2`.
 
     Args:
@@ -79,7 +80,7 @@ def linreg_sgd(key, inputs, targets, lr, batch_size, *, steps: int, replicas: in
       init: initial ``w`` (default 0: SGD then stays in the row space of ``X`` without weight decay).
       dtype: simulation dtype; ``groups``, ``record_every``, ``record_replicas``,
         ``divergence_threshold``, ``on_divergence``, ``histogram``, ``exceedance``,
-        ``chunk_steps``, ``progress`` and ``devices`` are as in
+        ``chunk_steps``, ``progress``, ``devices`` and ``statistics`` are as in
         :func:`sgdtheory.simulate.minibatch_sgd`.
 
     This preset is :func:`~sgdtheory.simulate.minibatch_sgd` with :func:`squared_loss` on
@@ -106,7 +107,7 @@ def linreg_sgd(key, inputs, targets, lr, batch_size, *, steps: int, replicas: in
         record_every=record_every, record_replicas=record_replicas,
         divergence_threshold=divergence_threshold, on_divergence=on_divergence,
         divergence_hint=None, histogram=histogram, exceedance=exceedance,
-        chunk_steps=chunk_steps, progress=progress, devices=devices)
+        chunk_steps=chunk_steps, progress=progress, devices=devices, statistics=statistics)
 
 
 def online_linreg_sgd(key, input_cov, w_star, lr, batch_size, *, label_noise_var=0.0, steps: int,
@@ -116,7 +117,7 @@ def online_linreg_sgd(key, input_cov, w_star, lr, batch_size, *, label_noise_var
                       record_every: int | None = None, record_replicas: int = 8,
                       divergence_threshold: float = 1e8, on_divergence: str = "warn",
                       histogram=None, exceedance=None, chunk_steps: int | None = None,
-                      progress=None, devices=None) -> Stats:
+                      progress=None, devices=None, statistics: str = "full") -> Stats:
     r"""Simulate online minibatch SGD: fresh Gaussian examples every step.
 
     Each step every replica draws ``S`` examples :math:`x = A^{1/2}z`, :math:`y = w^{*\top}x +
@@ -133,7 +134,7 @@ def online_linreg_sgd(key, input_cov, w_star, lr, batch_size, *, label_noise_var
       input_noise_cov: optional ``(D, D)`` PSD :math:`B`.
       weight_decay, momentum, optimizer, init, dtype, groups: as in :func:`linreg_sgd` (``init``
         defaults to ``w_star``), and so are record_every, record_replicas, divergence_threshold,
-        on_divergence, histogram, exceedance, chunk_steps, progress, devices.
+        on_divergence, histogram, exceedance, chunk_steps, progress, devices, statistics.
 
     This preset is :func:`~sgdtheory.simulate.minibatch_sgd` with :func:`squared_loss` on an
     :class:`~sgdtheory.simulate.Online` source (:func:`gaussian_teacher`).
@@ -166,7 +167,7 @@ def online_linreg_sgd(key, input_cov, w_star, lr, batch_size, *, label_noise_var
         record_every=record_every, record_replicas=record_replicas,
         divergence_threshold=divergence_threshold, on_divergence=on_divergence,
         histogram=histogram, exceedance=exceedance, chunk_steps=chunk_steps, progress=progress,
-        devices=devices)
+        devices=devices, statistics=statistics)
 
 
 def gaussian_teacher(input_cov, w_star, label_noise_var=0.0, *, input_noise_cov=None,

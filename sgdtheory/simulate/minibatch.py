@@ -99,6 +99,7 @@ def minibatch_sgd(
     histogram=None,
     exceedance=None,
     first_passage=None,
+    statistics: str = "full",
     groups: int | None = None,
     record_every: int | None = None,
     record_replicas: int = 8,
@@ -137,6 +138,9 @@ def minibatch_sgd(
       histogram, exceedance, first_passage: optional streamed statistics
         (:func:`~sgdtheory.simulate.histogram`, :func:`~sgdtheory.simulate.exceedance`,
         :func:`~sgdtheory.simulate.first_passage`) of the observed vector.
+      statistics: ``"full"`` (mean and covariance, default), ``"diagonal"`` (mean and the ``(D,)``
+        variances, held in ``cov``/``cov_stderr``; the cost per step drops from D^2 to D) or
+        ``"mean"`` (``cov`` is ``None``).
       groups: independent replica groups for the standard errors (default: 32, 16 or 8).
       block: steps of online examples drawn at once (default 1); see
         :func:`~sgdtheory.simulate.run_replicas` for it and for ``record_every``,
@@ -172,7 +176,7 @@ def minibatch_sgd(
     steps, replicas, burn_in, groups, record_every, record_replicas = check_run_args(
         steps, replicas, burn_in, groups, record_every, record_replicas)
     _engine.check_on_divergence(on_divergence)
-    extras = _engine.make_extras(histogram, exceedance, first_passage)
+    extras = _engine.make_extras(histogram, exceedance, first_passage, statistics)
     block = 1 if block is None else _checks.check_int("block", block, 1)
     unroll = _checks.check_int("unroll", unroll, 1)
     if chunk_steps is None and (progress is not None or stop_on_divergence):

@@ -103,6 +103,7 @@ def quadratic_sgd(
     exceedance=None,
     first_passage=None,
     on_divergence: str = "warn",
+    statistics: str = "full",
 ) -> Stats:
     r"""Simulate discrete-time SGD on :math:`L(w) = \tfrac12 (w-w^*)^\top H (w-w^*)` with noise :math:`C`.
 
@@ -148,6 +149,9 @@ def quadratic_sgd(
         (:func:`~sgdtheory.simulate.histogram` etc.).
       on_divergence: ``"warn"`` (default; the message names the stability bound for the default
         optimizer), ``"raise"`` or ``"ignore"``.
+      statistics: ``"full"`` (default), ``"diagonal"`` (``cov`` and ``cov_stderr`` are the ``(D,)``
+        variances and their standard errors; D instead of D^2 numbers per step) or ``"mean"``
+        (``cov`` is ``None``).
 
     This preset is :func:`~sgdtheory.simulate.minibatch_sgd` with an online source of noise
     vectors :math:`\xi = C^{1/2}z` (a batch of one) and the gradient
@@ -241,7 +245,7 @@ def quadratic_sgd(
         divergence_threshold=divergence_threshold, on_divergence="ignore", block=block,
         unroll=unroll, devices=devices, chunk_steps=chunk_steps, progress=progress,
         stop_on_divergence=stop_on_divergence, histogram=histogram, exceedance=exceedance,
-        first_passage=first_passage)
+        first_passage=first_passage, statistics=statistics)
     hint = None
     if (_checks.is_concrete(stats.diverged) and int(stats.diverged) > 0 and optimizer is None
             and p is None and _is_zero(sam_radius)):
