@@ -11,10 +11,35 @@ import numpy as np
 
 from sgdtheory import _checks
 
-__all__ = ["mean_square_max_lr", "batch_factor"]
+__all__ = ["mean_square_max_lr", "batch_factor", "resolve_sampling", "SAMPLING_RULES"]
+
+SAMPLING_RULES = ("with_replacement", "without_replacement")
 
 
-def batch_factor(n, batch_size, replacement: bool = True):
+def resolve_sampling(sampling=None, replacement=None) -> bool:
+    """The sampling rule as ``with_replacement: bool`` from ``sampling=`` (preferred) or the older
+    ``replacement=`` (kept working, same numbers); default with replacement.
+
+    Raises:
+      ValueError: both given, or an unknown rule (``"shuffle"`` is a simulator-only rule: epoch-wise
+        reshuffling has dependent batches and no exact i.i.d.-batch theory).
+    """
+    if sampling is not None and replacement is not None:
+        raise ValueError("pass either sampling= or replacement= (the older name), not both; "
+                         f"got sampling={sampling!r}, replacement={replacement!r}.")
+    if sampling is None:
+        return True if replacement is None else bool(replacement)
+    if sampling == "with_replacement":
+        return True
+    if sampling == "without_replacement":
+        return False
+    extra = (" 'shuffle' (epoch-wise reshuffling) has dependent batches and no exact theory here; "
+             "simulate it with sgdtheory.simulate.linreg_sgd(..., sampling='shuffle')."
+             if sampling == "shuffle" else "")
+    raise ValueError(f"sampling must be one of {SAMPLING_RULES}; got {sampling!r}.{extra}")
+
+
+def batch_factor(n, batch_size, replacement=None, *, sampling=None):
     r"""Variance factor of a minibatch mean: :math:`1/S` with replacement, :math:`(N-S)/(S(N-1))` without.
 
     With replacement the ``S`` indices are i.i.d. uniform on ``{1..N}``; without replacement they
@@ -22,9 +47,16 @@ def batch_factor(n, batch_size, replacement: bool = True):
     :math:`\frac{N-S}{N-1}\frac{C_1}{S}` for per-sample population covariance :math:`C_1`
     (Cochran 1977, Thm 2.2; Ziyin, Liu, Mori & Ueda 2022, Prop. 1).
 
+    Args:
+      n: number of samples ``N``.
+      batch_size: ``S``.
+      replacement: older spelling of ``sampling`` (``True`` = with replacement).
+      sampling: ``"with_replacement"`` (default) or ``"without_replacement"``.
+
     Raises:
       ValueError: ``batch_size < 1``, or ``batch_size > n`` without replacement.
     """
+    replacement = resolve_sampling(sampling, replacement)
     n = _checks.check_int("number of samples N", n, 1)
     s = _checks.check_int("batch_size", batch_size, 1)
     if replacement:
@@ -32,14 +64,14 @@ def batch_factor(n, batch_size, replacement: bool = True):
     if s > n:
         raise ValueError(
             f"batch_size={s} is larger than the dataset (N={n}): sampling without replacement needs "
-            "batch_size <= N (use replacement=True to draw indices i.i.d.)."
+            "batch_size <= N (use sampling='with_replacement' to draw indices i.i.d.)."
         )
     if n == 1:
         return 0.0
     return (n - s) / (s * (n - 1.0))
 
 
-def mean_square_max_lr(per_sample_hessians, batch_size, *, replacement: bool = True):
+def mean_square_max_lr(per_sample_hessians, batch_size, *, sampling=None, replacement=None):
     r"""Largest learning rate for which SGD with random minibatch curvature is mean-square stable.
 
     SGD near a minimum with per-sample Hessians :math:`H_i` (i = 1..N) applies the random linear map
@@ -61,7 +93,9 @@ def mean_square_max_lr(per_sample_hessians, batch_size, *, replacement: bool = T
       per_sample_hessians: ``(N, D, D)`` symmetric per-sample Hessians (e.g. :math:`x_i x_i^\top`,
         plus :math:`\gamma I` for weight decay). Their mean must be positive definite.
       batch_size: ``S`` (static).
-      replacement: i.i.d. indices (``True``) or a uniform ``S``-subset (``False``).
+      sampling: ``"with_replacement"`` (i.i.d. indices, default) or ``"without_replacement"``
+        (a uniform ``S``-subset).
+      replacement: older spelling (``True``/``False``); passing both raises ``ValueError``.
 
     Returns:
       The threshold :math:`\lambda^*` (finite, since :math:`Q \succeq \bar H\otimes\bar H \ne 0`).
@@ -89,7 +123,7 @@ def mean_square_max_lr(per_sample_hessians, batch_size, *, replacement: bool = T
             f"per_sample_hessians must have shape (N, D, D); got {tuple(h.shape)}."
         )
     n, d, _ = h.shape
-    f = batch_factor(n, batch_size, replacement)
+    f = batch_factor(n, batch_size, sampling=sampling, replacement=replacement)
     h = 0.5 * (h + jnp.swapaxes(h, 1, 2))
     hbar = jnp.mean(h, axis=0)
     _checks.check_spd("mean of per_sample_hessians", hbar)

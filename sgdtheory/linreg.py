@@ -51,8 +51,9 @@ import numpy as np
 from jax import lax
 
 from sgdtheory import _checks
+from sgdtheory import optim as _optim
 from sgdtheory._linalg import pairwise_stein
-from sgdtheory._mean_square import batch_factor, mean_square_max_lr
+from sgdtheory._mean_square import batch_factor, mean_square_max_lr, resolve_sampling
 from sgdtheory.quadratic import heavy_ball
 
 __all__ = [
@@ -117,6 +118,60 @@ class LearningCurve(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------
+# one vocabulary: the teacher w_star and optax optimizers
+# ----------------------------------------------------------------------------------------------
+
+
+def _teacher(true_weights, w_star):
+    """``w_star`` (the simulators' name) or the older ``true_weights``; not both."""
+    if true_weights is not None and w_star is not None:
+        raise ValueError("pass w_star= (or its older name true_weights=), not both.")
+    return w_star if w_star is not None else true_weights
+
+
+def _from_optimizer(lr, momentum, weight_decay, optimizer, *, allow_momentum: bool, where: str,
+                    need_lr: bool = True):
+    """``(lr, momentum, weight_decay)`` from the keywords or from an optax ``optimizer``.
+
+    The optimizer is linearised (:func:`sgdtheory.optim.linearize`) and its blocks are compared
+    with the supported templates: plain SGD and (if ``allow_momentum``) heavy-ball momentum, each
+    optionally after ``optax.add_decayed_weights`` (coupled decay, added to ``weight_decay``).
+    """
+    if optimizer is None:
+        if lr is None and need_lr:
+            raise ValueError(f"{where}: lr is required (or pass optimizer=optax.sgd(lr, ...)).")
+        return lr, momentum, weight_decay
+    if not (isinstance(momentum, (int, float)) and momentum == 0):
+        raise ValueError("pass either momentum= or optimizer=, not both.")
+    lin = _optim.linearize(optimizer)
+    kind, mu = lin.hyper.get("kind"), lin.hyper.get("momentum", 0.0)
+    if kind in ("heavy_ball", "nesterov") and mu == 0:
+        kind = "sgd"
+    supported = ("sgd", "heavy_ball") if allow_momentum else ("sgd",)
+    if not lin.elementwise or kind not in supported:
+        forms = ("optax.sgd(lr) or optax.sgd(lr, momentum)" if allow_momentum else "optax.sgd(lr)")
+        got = kind if kind is not None else "none of these (read off its linearisation)"
+        raise ValueError(
+            f"{where} supports optimizer= {forms}, optionally after optax.add_decayed_weights(gamma) "
+            f"(or a factory lambda lr: ... of that form); got {got}. The multiplicative-noise "
+            "algebra here is derived for these updates only: simulate other optimizers with "
+            "sgdtheory.simulate.linreg_sgd(..., optimizer=...).")
+    if lin.lr_mode == "argument":
+        if lr is None and need_lr:
+            raise ValueError(f"{where}: the optimizer is a factory lr -> optax optimizer; pass lr.")
+    elif not need_lr:
+        raise ValueError(
+            f"{where} needs the learning rate as a free variable, but this optax optimizer carries "
+            "a fixed one: pass a factory, optimizer=lambda lr: optax.sgd(lr, ...).")
+    elif lr is not None:
+        raise ValueError(f"lr={lr!r} was passed together with an optax optimizer, which carries its "
+                         "own learning rate: omit lr.")
+    else:
+        lr = lin.hyper["lr"]
+    return lr, (0.0 if kind == "sgd" else mu), weight_decay + lin.hyper["weight_decay"]
+
+
+# ----------------------------------------------------------------------------------------------
 # online model
 # ----------------------------------------------------------------------------------------------
 
@@ -154,11 +209,12 @@ def _prepare_online(input_cov, label_noise_var, weight_decay, true_weights, inpu
         wd = _checks.concrete_value(weight_decay)
         if input_noise_cov is not None or wd is None or np.any(wd != 0):
             raise ValueError(
-                "true_weights (the teacher u in y = u^T x + noise) is required when weight_decay != 0 "
+                "w_star (the teacher u in y = u^T x + noise; older name true_weights) is required when "
+                "weight_decay != 0 "
                 "or input_noise_cov is given: the stationary state then depends on it.")
         uw = jnp.zeros(d, a.dtype)
     else:
-        uw = _checks.check_vector("true_weights", true_weights, d)
+        uw = _checks.check_vector("w_star", true_weights, d)
     kk = a + bn
     k, vecs = jnp.linalg.eigh(kk)
     scale = jnp.maximum(jnp.max(jnp.abs(k)), 1e-300)
@@ -238,7 +294,8 @@ def _online_bound(p, s, weight_decay, momentum, use_mom, iters: int = 200):
     return jnp.where(jnp.min(a_eff) > 0, lo, 0.0)
 
 
-def online_max_lr(input_cov, batch_size, *, weight_decay=0.0, input_noise_cov=None, momentum=0.0):
+def online_max_lr(input_cov, batch_size, *, weight_decay=0.0, input_noise_cov=None, momentum=0.0,
+                  optimizer=None):
     r"""Largest learning rate with a finite stationary state for online Gaussian linear regression.
 
     Exact mean-square stability of the second-moment map (``docs/theory/linreg.md``, Sec. 3). For
@@ -260,29 +317,42 @@ def online_max_lr(input_cov, batch_size, *, weight_decay=0.0, input_noise_cov=No
         positive on the moving directions).
       input_noise_cov: optional ``(D, D)`` PSD :math:`B` (inputs seen are :math:`x+n`).
       momentum: heavy-ball :math:`\mu\in[0,1)`.
+      optimizer: instead of ``momentum``/``weight_decay``, a factory
+        ``lambda lr: optax.sgd(lr, momentum)`` (optionally chained after
+        ``optax.add_decayed_weights``); the learning rate is the free variable, so a fixed optax
+        object raises ``ValueError``.
 
     Example:
       >>> import jax.numpy as jnp
       >>> round(float(online_max_lr(jnp.eye(1), 10)), 6)   # 2S/(S+2)
       1.666667
     """
+    _, momentum, weight_decay = _from_optimizer(None, momentum, weight_decay, optimizer,
+                                                allow_momentum=True, where="online_max_lr",
+                                                need_lr=False)
     s = _checks.check_int("batch_size", batch_size, 1)
     a = _checks.square_matrix("input_cov", input_cov)
     p, _ = _prepare_online(a, 0.0, weight_decay, jnp.zeros(a.shape[0]), input_noise_cov)
     return _online_bound(p, float(s), weight_decay, momentum, _use_momentum(momentum))
 
 
-def online_is_stable(input_cov, lr, batch_size, *, weight_decay=0.0, input_noise_cov=None,
-                     momentum=0.0):
-    """Predicate (jit-safe): does online SGD at ``lr`` have a finite stationary second moment?"""
+def online_is_stable(input_cov, lr=None, batch_size=None, *, weight_decay=0.0, input_noise_cov=None,
+                     momentum=0.0, optimizer=None):
+    """Predicate (jit-safe): does online SGD at ``lr`` have a finite stationary second moment?
+
+    ``optimizer`` as in :func:`online_stationary` (then ``lr`` is omitted for an optax object).
+    """
+    lr, momentum, weight_decay = _from_optimizer(lr, momentum, weight_decay, optimizer,
+                                                 allow_momentum=True, where="online_is_stable")
     s = _checks.check_int("batch_size", batch_size, 1)
     a = _checks.square_matrix("input_cov", input_cov)
     p, _ = _prepare_online(a, 0.0, weight_decay, jnp.zeros(a.shape[0]), input_noise_cov)
     return _online_solve(p, lr, float(s), weight_decay, momentum, _use_momentum(momentum))[3]
 
 
-def online_stationary(input_cov, lr, batch_size, *, label_noise_var=0.0, weight_decay=0.0,
-                      true_weights=None, input_noise_cov=None, momentum=0.0) -> OnlineStationary:
+def online_stationary(input_cov, lr=None, batch_size=None, *, label_noise_var=0.0, weight_decay=0.0,
+                      w_star=None, true_weights=None, input_noise_cov=None, momentum=0.0,
+                      optimizer=None) -> OnlineStationary:
     r"""Exact stationary state of online minibatch SGD on Gaussian linear regression.
 
     Model (module docstring): :math:`x\sim\mathcal N(0,A)`, :math:`y=u^\top x+\varepsilon`, training
@@ -309,18 +379,24 @@ def online_stationary(input_cov, lr, batch_size, *, label_noise_var=0.0, weight_
       batch_size: ``S`` (static).
       label_noise_var: :math:`\sigma^2\ge 0`.
       weight_decay: coupled L2 :math:`\gamma` (may be negative if stable).
-      true_weights: ``(D,)`` teacher :math:`u`; required when ``weight_decay != 0`` or
-        ``input_noise_cov`` is given (default 0 otherwise).
+      w_star: ``(D,)`` teacher :math:`u` (the simulators' name); required when
+        ``weight_decay != 0`` or ``input_noise_cov`` is given (default 0 otherwise).
+      true_weights: older name of ``w_star`` (same numbers; not both).
       input_noise_cov: optional ``(D, D)`` PSD :math:`B`.
       momentum: heavy-ball :math:`\mu` (optax convention).
+      optimizer: instead of ``lr``/``momentum``: ``optax.sgd(lr)`` or ``optax.sgd(lr, momentum)``,
+        optionally after ``optax.add_decayed_weights(gamma)`` (coupled decay, added to
+        ``weight_decay``); then ``lr`` is omitted.  A factory ``lambda lr: ...`` takes ``lr``.
+        The form is read off the optimizer's linearisation (:func:`sgdtheory.optim.linearize`);
+        other optimizers (Nesterov, preconditioners, Adam, ...) raise ``ValueError``.
 
     Returns:
       :class:`OnlineStationary`. Under ``jit`` with an unstable ``lr`` the covariance and losses
-      are ``inf`` (check with :func:`online_is_stable`).
+      are NaN, as in :mod:`sgdtheory.quadratic` (check with :func:`online_is_stable`).
 
     Raises:
-      ValueError: non-PSD covariances, negative noise variance, shapes, missing ``true_weights``,
-        or (concrete) ``lr >= online_max_lr`` with the bound's value in the message.
+      ValueError: non-PSD covariances, negative noise variance, shapes, missing ``w_star``,
+        or (concrete) an unstable ``lr``, with a learning rate that is stable in the message.
 
     Example:
       >>> import jax.numpy as jnp
@@ -333,16 +409,18 @@ def online_stationary(input_cov, lr, batch_size, *, label_noise_var=0.0, weight_
       Thm 4 / Prop 3 (L2), Thm 9 / Prop 9 (input noise; corrected, see
       :func:`ziyin_input_noise_test_loss`).
     """
+    lr, momentum, weight_decay = _from_optimizer(lr, momentum, weight_decay, optimizer,
+                                                 allow_momentum=True, where="online_stationary")
     s = _checks.check_int("batch_size", batch_size, 1)
     if jnp.ndim(lr) != 0:
         raise ValueError("lr must be a scalar.")
     _checks.check_positive("lr", lr)
-    p, d = _prepare_online(input_cov, label_noise_var, weight_decay, true_weights, input_noise_cov)
+    p, d = _prepare_online(input_cov, label_noise_var, weight_decay, _teacher(true_weights, w_star),
+                           input_noise_cov)
     use_mom = _use_momentum(momentum)
     sig_t, tau, c, stable = _online_solve(p, lr, float(s), weight_decay, momentum, use_mom)
     if _checks.is_concrete(stable) and _checks.is_concrete(lr) and not bool(stable):
-        bound = _online_bound(p, float(s), weight_decay, momentum, use_mom)
-        _checks.check_lr_below(lr, jnp.minimum(bound, lr), "online_max_lr", "are not mean-square stable")
+        _raise_online_unstable(p, lr, float(s), weight_decay, momentum, use_mom)
     sig = p.u @ sig_t @ p.u.T
     sig = 0.5 * (sig + sig.T)
     kk = p.kk
@@ -352,18 +430,48 @@ def online_stationary(input_cov, lr, batch_size, *, label_noise_var=0.0, weight_
     e = p.w_inf - p.uw
     test = 0.5 * jnp.sum(p.a_cov * sig) + 0.5 * e @ p.a_cov @ e
     train = 0.5 * (tau + c)
-    inf = jnp.inf
+    nan = jnp.nan
     return OnlineStationary(
         param_mean=p.w_inf,
-        param_cov=jnp.where(stable, sig, inf),
-        noise_cov=jnp.where(stable, noise, inf),
-        train_loss=jnp.where(stable, train, inf),
-        test_loss=jnp.where(stable, test, inf),
+        param_cov=jnp.where(stable, sig, nan),
+        noise_cov=jnp.where(stable, noise, nan),
+        train_loss=jnp.where(stable, train, nan),
+        test_loss=jnp.where(stable, test, nan),
     )
 
 
+def _raise_online_unstable(p, lr, s, weight_decay, momentum, use_mom):
+    """The ``ValueError`` for a concrete unstable ``lr``, naming a learning rate that IS stable.
+
+    The bisection of :func:`online_max_lr` and the direct solve can disagree by an ulp at the edge
+    (different compilation, different rounding), so the bound is stepped down until the same
+    solve that flagged ``lr`` certifies it; it is printed with enough digits to differ from ``lr``
+    and rounded so that the printed number is itself stable.
+    """
+    lr_v = float(lr)
+    bound = float(_online_bound(p, s, weight_decay, momentum, use_mom))
+    candidate = min(bound, lr_v)
+    for _ in range(64):
+        if candidate <= 0 or bool(_online_solve(p, candidate, s, weight_decay, momentum, use_mom)[3]):
+            break
+        candidate = min(np.nextafter(candidate, 0.0), candidate * (1 - 1e-12))
+    if candidate <= 0:
+        raise ValueError(
+            f"lr={lr_v:.6g}: online SGD is not mean-square stable at any learning rate here "
+            "(K + weight_decay I is not positive on the moving directions).")
+    digits = 4  # enough digits that the printed bound differs from lr and is itself stable
+    while digits < 17 and (f"{candidate:.{digits}g}" == f"{lr_v:.{digits}g}"
+                           or float(f"{candidate:.{digits}g}") > candidate):
+        digits += 1
+    raise ValueError(
+        f"lr={lr_v:.{digits}g} >= online_max_lr = {candidate:.{digits}g}: the second moments "
+        f"are not mean-square stable at this learning rate (no stationary state exists). "
+        f"Use lr < {candidate:.{digits}g}.")
+
+
 def learning_curve(input_cov, lr, batch_size, steps, *, init_error_cov, label_noise_var=0.0,
-                   weight_decay=0.0, true_weights=None, init_error_mean=None) -> LearningCurve:
+                   weight_decay=0.0, w_star=None, true_weights=None,
+                   init_error_mean=None) -> LearningCurve:
     r"""Exact expected train/test loss after every step of online SGD (Gaussian inputs).
 
     With :math:`e = w - u`, :math:`E_t = \mathbb E[e_te_t^\top]`, :math:`m_t = \mathbb E e_t` and
@@ -386,7 +494,8 @@ def learning_curve(input_cov, lr, batch_size, steps, *, init_error_cov, label_no
       steps: number of steps (static; output length ``steps + 1``).
       init_error_cov: ``(D, D)`` PSD covariance of :math:`e_0 = w_0 - u`.
       label_noise_var: :math:`\sigma^2`.
-      weight_decay: :math:`\gamma`; ``true_weights`` :math:`u` is then required.
+      weight_decay: :math:`\gamma`; ``w_star`` :math:`u` is then required.
+      w_star: ``(D,)`` teacher :math:`u` (``true_weights`` is its older name; not both).
       init_error_mean: ``(D,)`` mean of :math:`e_0` (default 0).
 
     References:
@@ -412,13 +521,15 @@ def learning_curve(input_cov, lr, batch_size, steps, *, init_error_cov, label_no
         _checks.check_psd("init_error_cov", e0)
     _checks.check_nonnegative("label_noise_var", label_noise_var)
     _checks.check_positive("lr", lr)
+    true_weights = _teacher(true_weights, w_star)
     if true_weights is None:
         wd = _checks.concrete_value(weight_decay)
         if wd is None or np.any(wd != 0):
-            raise ValueError("true_weights is required when weight_decay != 0.")
+            raise ValueError("w_star (the teacher u; older name true_weights) is required when "
+                             "weight_decay != 0.")
         uw = jnp.zeros(d)
     else:
-        uw = _checks.check_vector("true_weights", true_weights, d)
+        uw = _checks.check_vector("w_star", true_weights, d)
     m0 = jnp.zeros(d) if init_error_mean is None else _checks.check_vector(
         "init_error_mean", init_error_mean, d)
     if diagonal:
@@ -465,9 +576,17 @@ def _dataset_basis(x, weight_decay):
     return h, e, vecs, active
 
 
-def dataset_max_lr(inputs, batch_size, *, replacement: bool = True, weight_decay=0.0):
+def dataset_max_lr(inputs, batch_size, *, sampling=None, replacement=None, weight_decay=0.0,
+                   optimizer=None):
     r"""Exact mean-square stability threshold of SGD on a fixed dataset (:func:`mean_square_max_lr`
-    with per-sample Hessians :math:`x_ix_i^\top + \gamma I`, restricted to the directions that move)."""
+    with per-sample Hessians :math:`x_ix_i^\top + \gamma I`, restricted to the directions that move).
+
+    ``sampling`` is ``"with_replacement"`` (default) or ``"without_replacement"`` (``replacement=``
+    is the older spelling); ``optimizer`` may be a factory ``lambda lr: optax.sgd(lr)``, optionally
+    after ``optax.add_decayed_weights`` (plain SGD only, as :func:`dataset_stationary`)."""
+    replacement = resolve_sampling(sampling, replacement)
+    _, _, weight_decay = _from_optimizer(None, 0.0, weight_decay, optimizer, allow_momentum=False,
+                                         where="dataset_max_lr", need_lr=False)
     x = _checks.as_float_array(inputs)
     if x.ndim != 2:
         raise ValueError(f"inputs must have shape (N, D); got {tuple(x.shape)}.")
@@ -479,8 +598,8 @@ def dataset_max_lr(inputs, batch_size, *, replacement: bool = True, weight_decay
     return mean_square_max_lr(hs, batch_size, replacement=replacement)
 
 
-def dataset_stationary(inputs, targets, lr, batch_size, *, replacement: bool = True,
-                       weight_decay=0.0) -> DatasetStationary:
+def dataset_stationary(inputs, targets, lr=None, batch_size=None, *, sampling=None, replacement=None,
+                       weight_decay=0.0, optimizer=None) -> DatasetStationary:
     r"""Exact stationary mean and covariance of SGD on a fixed finite dataset (any ``N >= 1``).
 
     With :math:`\hat H = X^\top X/N`, :math:`\hat H_\gamma = \hat H+\gamma I`, mean
@@ -502,8 +621,13 @@ def dataset_stationary(inputs, targets, lr, batch_size, *, replacement: bool = T
       targets: ``(N,)``.
       lr: :math:`\lambda`.
       batch_size: ``S`` (static).
-      replacement: i.i.d. indices or a uniform ``S``-subset per step.
+      sampling: ``"with_replacement"`` (i.i.d. indices, default) or ``"without_replacement"``
+        (a uniform ``S``-subset per step), as in the simulators.
+      replacement: older spelling (``True``/``False``); not together with ``sampling``.
       weight_decay: coupled L2 :math:`\gamma`.
+      optimizer: instead of ``lr``/``weight_decay``: ``optax.sgd(lr)``, optionally after
+        ``optax.add_decayed_weights(gamma)`` (``lr`` then omitted; a factory takes ``lr``).  Only
+        plain SGD: momentum raises ``ValueError`` (the finite-dataset algebra is derived for it).
 
     Raises:
       ValueError: shape mismatch, ``batch_size > N`` without replacement, or (concrete)
@@ -513,6 +637,9 @@ def dataset_stationary(inputs, targets, lr, batch_size, *, replacement: bool = T
       Ziyin, Liu, Mori & Ueda (2022), Prop. 1/8 (noise, both sampling rules), Thm 6 (its
       high-dimensional approximation); Wu, Ma & E (2018) (stability).
     """
+    replacement = resolve_sampling(sampling, replacement)
+    lr, _, weight_decay = _from_optimizer(lr, 0.0, weight_decay, optimizer, allow_momentum=False,
+                                          where="dataset_stationary")
     x, y = _prepare_dataset(inputs, targets)
     n, d = x.shape
     f = batch_factor(n, batch_size, replacement)

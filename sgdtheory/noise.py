@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from sgdtheory import _checks
-from sgdtheory._mean_square import batch_factor
+from sgdtheory._mean_square import batch_factor, resolve_sampling
 
 __all__ = [
     "batch_factor",
@@ -85,14 +85,17 @@ def flatten_per_sample(per_sample_grads) -> jax.Array:
     return jax.vmap(lambda t: ravel_pytree(t)[0])(per_sample_grads)
 
 
-def minibatch_covariance(per_sample_grads, batch_size, *, replacement: bool = True) -> jax.Array:
+def minibatch_covariance(per_sample_grads, batch_size, *, sampling=None, replacement=None) -> jax.Array:
     r"""Exact covariance of the minibatch-mean gradient, :math:`f_S\,C_1` (module docstring).
 
     Args:
       per_sample_grads: ``(N, P)`` array, or a pytree with leading axis ``N`` (flattened).
       batch_size: ``S`` (static).
-      replacement: ``True`` for i.i.d. indices (:math:`f_S = 1/S`), ``False`` for a uniform
-        ``S``-subset (:math:`f_S = (N-S)/(S(N-1))`, zero at ``S = N``: full-batch GD).
+      sampling: ``"with_replacement"`` for i.i.d. indices (:math:`f_S = 1/S`, default) or
+        ``"without_replacement"`` for a uniform ``S``-subset (:math:`f_S = (N-S)/(S(N-1))`, zero
+        at ``S = N``: full-batch GD) -- the same names as the simulators' ``sampling=``.
+      replacement: older spelling (``True``/``False``), same numbers; not together with
+        ``sampling``.
 
     Returns:
       ``(P, P)`` covariance of the gradient used in one step.
@@ -108,12 +111,12 @@ def minibatch_covariance(per_sample_grads, batch_size, *, replacement: bool = Tr
         g = flatten_per_sample(g) if not (hasattr(g, "ndim") and g.ndim == 2) else jnp.asarray(g)
     g = _checks.as_float_array(g)
     n = g.shape[0]
-    f = batch_factor(n, batch_size, replacement)
+    f = batch_factor(n, batch_size, sampling=sampling, replacement=replacement)
     dev = g - jnp.mean(g, axis=0, keepdims=True)
     return f * (dev.T @ dev) / n
 
 
-def gradient_noise_covariance(loss_fn, params, data, batch_size, *, replacement: bool = True):
+def gradient_noise_covariance(loss_fn, params, data, batch_size, *, sampling=None, replacement=None):
     r"""Per-step minibatch noise covariance of any model at ``params``: :math:`f_S C_1(w)`.
 
     The number to feed :func:`sgdtheory.quadratic.stationary_covariance` for a network near a
@@ -124,7 +127,7 @@ def gradient_noise_covariance(loss_fn, params, data, batch_size, *, replacement:
       loss_fn: ``loss_fn(params, example) -> scalar``.
       params: pytree of parameters (flattened in ``ravel_pytree`` order, ``P`` numbers).
       data: pytree with leading axis ``N``.
-      batch_size, replacement: as in :func:`minibatch_covariance`.
+      batch_size, sampling, replacement: as in :func:`minibatch_covariance`.
 
     Returns:
       ``(P, P)`` covariance.
@@ -136,8 +139,10 @@ def gradient_noise_covariance(loss_fn, params, data, batch_size, *, replacement:
       >>> gradient_noise_covariance(loss, jnp.zeros(1), (x, y), 1).shape
       (1, 1)
     """
+    resolve_sampling(sampling, replacement)  # option errors before any gradient is computed
     grads = per_sample_gradients(loss_fn, params, data)
-    return minibatch_covariance(flatten_per_sample(grads), batch_size, replacement=replacement)
+    return minibatch_covariance(flatten_per_sample(grads), batch_size, sampling=sampling,
+                                replacement=replacement)
 
 
 def hessian_approximation(hessian, loss, batch_size) -> jax.Array:

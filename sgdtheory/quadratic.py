@@ -31,6 +31,17 @@ A new linear optimizer is a :class:`LinearOptimizer`: a function returning ``(M,
 curvature matrix ``h`` (called with ``(1, 1)`` blocks in the eigenbasis route and with the full
 ``(D, D)`` matrix in the dense route), plus optionally its closed-form stability bound.
 
+**One optimizer vocabulary.**  Every function taking ``optimizer=`` also accepts an optax
+``GradientTransformation`` -- the object the simulators take -- e.g.
+``stationary_covariance(H, C, optimizer=optax.sgd(0.1, momentum=0.9, nesterov=True))``, with
+``lr`` omitted (it is the optimizer's own; passing both raises), or a factory
+``lambda lr: optax.sgd(lr, 0.9)`` where the learning rate is a free variable (:func:`max_stable_lr`).
+It is turned into a :class:`LinearOptimizer` by :func:`sgdtheory.optim.linearize` (Jacobian of one
+``update`` call; non-linear optimizers such as Adam raise ``ValueError``).  ``sam_radius=``
+composes unnormalised SAM with any optimizer (:func:`with_sam`); the ``weight_decay=`` keyword is
+coupled L2 in the loss, so the SAM ascent sees it, while ``optax.add_decayed_weights`` inside a
+chain acts on the final gradient.
+
 References:
   Liu, Ziyin & Ueda, "Noise and fluctuation of finite learning rate stochastic gradient descent",
   ICML 2021 (arXiv:2012.03636), Thms 1-3, Cor 1.
@@ -51,7 +62,9 @@ import numpy as np
 from jax import lax
 
 from sgdtheory import _checks
+from sgdtheory import optim as _optim
 from sgdtheory._linalg import pair_blocks, pairwise_stein, solve_discrete_lyapunov, spectral_radius
+from sgdtheory.optim import LinearOptimizer
 
 __all__ = [
     "LinearOptimizer",
@@ -60,6 +73,7 @@ __all__ = [
     "nesterov",
     "pnm",
     "usam",
+    "with_sam",
     "stationary_covariance",
     "stationary_covariance_continuous",
     "covariance_after",
@@ -69,30 +83,6 @@ __all__ = [
     "transition_matrices",
     "mean_square_max_lr",
 ]
-
-
-class LinearOptimizer(NamedTuple):
-    """An optimizer whose one step on a quadratic is linear in its state.
-
-    Attributes:
-      name: short name, used in messages.
-      state_size: ``k``, the number of ``D``-vectors in the state; the first is ``w - w_inf``.
-      matrices: ``matrices(h, lr) -> (M, B)`` for a symmetric curvature matrix ``h`` of shape
-        ``(n, n)``: ``M`` is ``(k n, k n)`` and ``B`` is ``(k n, n)``, so that one step is
-        ``x <- M x + B xi`` with ``xi`` the gradient noise.  Must be built from ``h`` with jnp
-        operations only (it is vmapped over eigenvalues and differentiated).
-      lr_bound: optional ``lr_bound(h_max) -> lr*``: the closed-form largest stable learning rate
-        for a spectrum in ``(0, h_max]``; ``None`` means "find it numerically".
-      bound_expr: how the bound reads in error messages, e.g. ``"2(1+mu)/h_max"``.
-      hyper: the hyperparameters, for display.
-    """
-
-    name: str
-    state_size: int
-    matrices: Callable[[jax.Array, Any], tuple[jax.Array, jax.Array]]
-    lr_bound: Callable[[Any], Any] | None = None
-    bound_expr: str = "the stability bound"
-    hyper: dict = {}
 
 
 def _eye(h):
@@ -200,6 +190,9 @@ def pnm(beta0, beta1) -> LinearOptimizer:
                            {"beta0": beta0, "beta1": beta1})
 
 
+_nesterov_optimizer = nesterov  # the keyword nesterov= shadows the function name
+
+
 def usam(radius) -> LinearOptimizer:
     r"""Unnormalized SAM on a quadratic with additive noise (same minibatch for both gradients).
 
@@ -222,19 +215,84 @@ def usam(radius) -> LinearOptimizer:
     )
 
 
-def _resolve_optimizer(momentum, optimizer) -> LinearOptimizer:
+def _is_zero(x) -> bool:
+    """Static test for a hyperparameter left at its default 0 (a Python/NumPy number)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and x == 0
+
+
+def with_sam(optimizer: LinearOptimizer, radius) -> LinearOptimizer:
+    r"""Unnormalised SAM around any linear optimizer: it is fed :math:`\hat g(w + \rho P\hat g(w))`.
+
+    On the quadratic with shared noise, :math:`\hat g(w + \rho P\hat g) = (I + \rho H P)\hat g`; in
+    the preconditioned coordinates (:math:`h = P^{1/2}(H+\gamma I)P^{1/2}`) the fed gradient is
+    :math:`(I + \rho h)(h v + \xi')`.  Every optimizer here has :math:`M(h) = A + B h E_0^\top` with
+    :math:`B` independent of :math:`h`, so SAM gives
+
+    .. math:: M_{SAM}(h) = M\big(h(I + \rho h)\big),\qquad B_{SAM} = B\,(I + \rho h),
+
+    and a closed-form bound carries over: :math:`\lambda^*_{SAM}(h_{max}) =
+    \lambda^*(h_{max}(1 + \rho h_{max}))`.  With plain :func:`sgd` this is :func:`usam` exactly
+    (the same object is returned).  Weight decay given as the ``weight_decay=`` keyword is part of
+    the loss, so the ascent step sees it (:math:`H + \gamma I` above); ``optax.add_decayed_weights``
+    inside an optax chain is part of the optimizer and acts on the final gradient.
+    """
+    _checks.check_nonnegative("sam_radius", radius)
+    if optimizer.name == "usam":
+        raise ValueError("optimizer is already quadratic.usam (SAM); do not pass sam_radius as well.")
+    if optimizer.name == "sgd" and optimizer.lr_mode == "argument":
+        return usam(radius)
+    base = optimizer
+
+    def matrices(h, lr):
+        amp = _eye(h) + radius * h
+        m, _ = base.matrices(amp @ h, lr)
+        _, b = base.matrices(h, lr)
+        return m, b @ amp
+
+    lr_bound = None
+    if base.lr_bound is not None:
+        lr_bound = lambda h_max: base.lr_bound(h_max * (1.0 + radius * h_max))  # noqa: E731
+    return base._replace(
+        name=f"{base.name}+sam", matrices=matrices, lr_bound=lr_bound,
+        bound_expr=f"{base.bound_expr} at h_max (1 + sam_radius h_max)",
+        hyper={**base.hyper, "sam_radius": radius})
+
+
+def _resolve(lr, momentum, nesterov, optimizer, sam_radius, dim, *, need_lr=True) -> LinearOptimizer:
+    """One optimizer vocabulary: keywords, a LinearOptimizer, an optax object or a factory."""
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise ValueError(f"nesterov must be True or False; got {nesterov!r}.")
     if optimizer is not None:
-        if not isinstance(optimizer, LinearOptimizer):
-            raise ValueError(
-                "optimizer must be a sgdtheory.quadratic.LinearOptimizer (e.g. quadratic.nesterov(0.9)); "
-                f"got {type(optimizer).__name__}. (optax transformations go to the simulator.)"
-            )
         if _checks.is_concrete(momentum) and np.any(np.asarray(momentum) != 0):
             raise ValueError("pass either momentum= or optimizer=, not both.")
-        return optimizer
-    if _checks.is_concrete(momentum) and np.all(np.asarray(momentum) == 0):
-        return sgd()
-    return heavy_ball(momentum)
+        if nesterov:
+            raise ValueError("nesterov=True goes with momentum=, not with optimizer= "
+                             "(use optax.sgd(lr, momentum, nesterov=True) as the optimizer).")
+        opt = _optim.linearize(optimizer, dim=dim)
+        if opt.lr_mode != "argument":
+            if lr is not None:
+                raise ValueError(
+                    f"lr={lr!r} was passed together with an optax optimizer, which carries its own "
+                    "learning rate: omit lr (or pass a factory, optimizer=lambda lr: optax.sgd(lr, ...), "
+                    "to make the learning rate an argument).")
+        elif lr is None and need_lr:
+            raise ValueError(f"lr is required with optimizer {opt.name!r} (it takes the learning rate "
+                             "as an argument).")
+    else:
+        if lr is None and need_lr:
+            raise ValueError("lr is required (or pass an optax optimizer that carries its own learning "
+                             "rate, e.g. optimizer=optax.sgd(0.1, momentum=0.9)).")
+        if nesterov:
+            opt = _nesterov_optimizer(momentum)
+        elif _checks.is_concrete(momentum) and np.all(np.asarray(momentum) == 0):
+            opt = sgd()
+        else:
+            opt = heavy_ball(momentum)
+    if not _is_zero(sam_radius):
+        if jnp.ndim(sam_radius) != 0:
+            raise ValueError(f"sam_radius must be a scalar; got shape {jnp.shape(sam_radius)}.")
+        opt = with_sam(opt, sam_radius)
+    return opt
 
 
 class _Problem(NamedTuple):
@@ -297,16 +355,24 @@ def _prepare(hessian, noise_cov, weight_decay, preconditioner, lr=None, *, check
     return _Problem(h, eig, basis, c, sqrt_p)
 
 
-def _numeric_lr_bound(opt: LinearOptimizer, h_eigs: np.ndarray) -> float:
-    """Largest lr with rho(M(h_i)) < 1 for all eigenvalues, by bracketing + bisection (eager)."""
+def _numeric_lr_bound(opt: LinearOptimizer, prob) -> float:
+    """Largest lr with rho(M) < 1, by bracketing + bisection (eager): per eigen-block for an
+    element-wise optimizer, on the full ``kD x kD`` matrix otherwise."""
     import scipy.optimize
 
-    blocks = jax.jit(jax.vmap(lambda hh, lr: opt.matrices(hh[None, None], lr)[0], in_axes=(0, None)))
-    hs = jnp.asarray(h_eigs)
+    h_eigs = np.asarray(prob.eig)
+    if opt.elementwise:
+        blocks = jax.jit(jax.vmap(lambda hh, lr: opt.matrices(hh[None, None], lr)[0], in_axes=(0, None)))
+        hs = jnp.asarray(h_eigs)
 
-    def excess(lr):
-        ms = np.asarray(blocks(hs, lr))
-        return max(spectral_radius(mm) for mm in ms) - 1.0
+        def excess(lr):
+            ms = np.asarray(blocks(hs, lr))
+            return max(spectral_radius(mm) for mm in ms) - 1.0
+    else:
+        full = jax.jit(lambda lr: opt.matrices(prob.h_eff, lr)[0])
+
+        def excess(lr):
+            return spectral_radius(full(lr)) - 1.0
 
     lo = 1e-8 / float(np.max(h_eigs))
     if excess(lo) >= 0:
@@ -325,57 +391,106 @@ def _numeric_lr_bound(opt: LinearOptimizer, h_eigs: np.ndarray) -> float:
     return root
 
 
-def _bound(opt: LinearOptimizer, e):
-    """The optimizer's stability bound for a spectrum ``e`` (ascending eigenvalues)."""
-    if opt.lr_bound is not None:
-        return opt.lr_bound(e[-1])
-    ev = _checks.concrete_value(e)
-    if ev is None:
+def _bound(opt: LinearOptimizer, prob):
+    """The optimizer's stability bound (largest stable lr) for the prepared problem."""
+    if opt.lr_mode == "carried":
+        raise ValueError(
+            "max_stable_lr needs the learning rate as a free variable, but this optax optimizer "
+            "carries a fixed one. Pass a factory, optimizer=lambda lr: optax.sgd(lr, momentum=0.9), "
+            "or an optax.inject_hyperparams optimizer with a learning_rate hyperparameter.")
+    if opt.lr_bound is not None and opt.elementwise:
+        return opt.lr_bound(prob.eig[-1])
+    ev = _checks.concrete_value(prob.eig)
+    if ev is None or not _checks.is_concrete(prob.h_eff):
         raise ValueError(
             f"max_stable_lr for optimizer {opt.name!r} has no closed form and is computed "
             "numerically: call it outside jit/vmap/grad."
         )
-    return jnp.asarray(_numeric_lr_bound(opt, ev))
+    return jnp.asarray(_numeric_lr_bound(opt, prob))
 
 
-def max_stable_lr(hessian, *, momentum=0.0, weight_decay=0.0, preconditioner=None, optimizer=None):
+def max_stable_lr(hessian, *, momentum=0.0, nesterov: bool = False, weight_decay=0.0,
+                  preconditioner=None, optimizer=None, sam_radius=0.0):
     r"""Largest learning rate for which the optimizer has a stationary state.
 
     Plain SGD: :math:`2/h_{max}`; heavy ball: :math:`2(1+\mu)/h_{max}`; Nesterov:
-    :math:`2(1+\mu)/((1+2\mu)h_{max})`; unnormalized SAM: :math:`2/(h_{max}(1+\rho h_{max}))`,
+    :math:`2(1+\mu)/((1+2\mu)h_{max})`; unnormalized SAM: :math:`2/(h_{max}(1+\rho h_{max}))`
+    (``sam_radius`` composes with the others: :math:`h_{max} \to h_{max}(1 + \rho h_{max})`),
     where :math:`h_{max}` is the largest eigenvalue of :math:`P^{1/2}(H+\gamma I)P^{1/2}`.
-    For optimizers without a closed form (PNM, user-defined) the bound is found numerically from
-    :math:`\rho(M(h_i)) < 1` (eager only).  Stability is a property of :math:`M` alone: it does not
-    depend on the noise.
+    For optimizers without a closed form (PNM, optax optimizers, user-defined) the bound is found
+    numerically from :math:`\rho(M) < 1` (eager only).  Stability is a property of :math:`M` alone:
+    it does not depend on the noise.
+
+    The learning rate is the free variable, so an optax optimizer must expose it: pass a
+    **factory** ``optimizer=lambda lr: optax.sgd(lr, momentum=0.9)`` (the recommended form; any
+    chain works, e.g. ``lambda lr: optax.chain(optax.add_decayed_weights(1e-2), optax.sgd(lr))``),
+    or an ``optax.inject_hyperparams`` optimizer, whose ``learning_rate`` hyperparameter is varied.
+    A plain optax object (fixed learning rate) raises ``ValueError``.
 
     Example:
-      >>> import jax.numpy as jnp, sgdtheory as st
+      >>> import jax.numpy as jnp, optax, sgdtheory as st
       >>> float(st.max_stable_lr(jnp.diag(jnp.array([1.0, 3.0]))))
       0.6666666666666666
+      >>> round(float(st.max_stable_lr(jnp.diag(jnp.array([1.0, 3.0])),
+      ...                              optimizer=lambda lr: optax.sgd(lr, momentum=0.5))), 10)
+      1.0
     """
-    opt = _resolve_optimizer(momentum, optimizer)
+    opt = _resolve(None, momentum, nesterov, optimizer, sam_radius, _dim(hessian), need_lr=False)
     prob = _prepare(hessian, None, weight_decay, preconditioner)
-    return _bound(opt, prob.eig)
+    _check_route(opt, prob)
+    return _bound(opt, prob)
 
 
-def is_stable(hessian, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None, optimizer=None):
+def is_stable(hessian, lr=None, *, momentum=0.0, nesterov: bool = False, weight_decay=0.0,
+              preconditioner=None, optimizer=None, sam_radius=0.0):
     r"""Whether a stationary state exists: :math:`\rho(M) < 1`, as a jit-/vmap-able boolean.
 
     Exact for any :class:`LinearOptimizer` and any (traced) learning rate and hyperparameters:
     every eigen-block :math:`M_i` is tested by the Schur--Cohn recursion on its characteristic
-    polynomial, so momentum outside [0, 1), PNM and user-defined optimizers are all covered.
-    Raises (eagerly) only for invalid input such as a non-symmetric Hessian.
+    polynomial, so momentum outside [0, 1), PNM and user-defined optimizers are all covered.  A
+    non-element-wise optax optimizer (e.g. with :func:`sgdtheory.optim.precondition`) is tested on
+    the eigenvalues of its full ``kD x kD`` matrix.  ``lr`` is omitted for an optax optimizer that
+    carries its own.  Raises (eagerly) only for invalid input such as a non-symmetric Hessian.
     """
-    opt = _resolve_optimizer(momentum, optimizer)
+    opt = _resolve(lr, momentum, nesterov, optimizer, sam_radius, _dim(hessian))
     prob = _prepare(hessian, None, weight_decay, preconditioner, check_pd=False)
+    _check_route(opt, prob)
     return _stable(opt, prob, lr)
 
 
 def _check_stable(opt, prob, lr):
     if not (_checks.is_concrete(lr) and _checks.is_concrete(prob.h_eff)):
         return
-    bound = _bound(opt, prob.eig)
+    if opt.lr_mode != "argument" and lr is None:
+        m = opt.matrices(prob.h_eff, None)[0] if not opt.elementwise else _blocks(opt, prob.eig, None)[0]
+        mv = _checks.concrete_value(m)
+        if mv is None:
+            return
+        rho = (spectral_radius(mv) if not opt.elementwise
+               else max((spectral_radius(b) for b in mv), default=0.0))
+        if not rho < 1:
+            raise ValueError(
+                f"the optimizer is unstable on this Hessian: the spectral radius of its transition "
+                f"matrix is {rho:.6g} >= 1, so no stationary state exists. Lower its learning rate; "
+                "max_stable_lr(hessian, optimizer=lambda lr: ...) gives the largest stable one.")
+        return
+    bound = _bound(opt, prob)
     _checks.check_lr_below(lr, bound, opt.bound_expr)
+
+
+def _dim(hessian):
+    shape = jnp.shape(hessian)
+    return int(shape[0]) if len(shape) == 2 and shape[0] >= 1 else None
+
+
+def _check_route(opt, prob):
+    """A non-element-wise optimizer is linearised in the original coordinates."""
+    if not opt.elementwise and prob.sqrt_p is not None:
+        raise ValueError(
+            "preconditioner= needs an element-wise optimizer (the same k x k block per coordinate); "
+            "this optimizer is not element-wise (e.g. it contains sgdtheory.optim.precondition). "
+            "Put the preconditioner into the optax chain instead: "
+            "optax.chain(sgdtheory.optim.precondition(P), optimizer).")
 
 
 def _charpoly(a):
@@ -412,11 +527,21 @@ def _roots_inside_unit_disk(p):
 
 
 def _stable(opt, prob, lr, m=None):
-    """rho(M) < 1 (all eigen-blocks), lr > 0 and a positive-definite effective Hessian."""
-    if m is None:
-        m, _ = _blocks(opt, prob.eig, lr)
-    return (_blocks_stable(m) & (lr > 0)
-            & (jnp.min(prob.eig, initial=jnp.inf) > 0))
+    """rho(M) < 1 (all eigen-blocks, or the full matrix of a non-element-wise optimizer), lr > 0
+    (when the learning rate is an argument) and a positive-definite effective Hessian."""
+    if opt.elementwise:
+        if m is None:
+            m, _ = _blocks(opt, prob.eig, lr)
+        ok = _blocks_stable(m)
+    else:
+        if m is None:
+            m, _ = opt.matrices(prob.h_eff, lr)
+        finite = jnp.all(jnp.isfinite(m))
+        rho = jnp.max(jnp.abs(jnp.linalg.eigvals(jnp.where(finite, m, 0.0))), initial=0.0)
+        ok = finite & (rho < 1)
+    if lr is not None:
+        ok = ok & (lr > 0)
+    return ok & (jnp.min(prob.eig, initial=jnp.inf) > 0)
 
 
 def _nan_if_unstable(result, opt, prob, lr, m=None):
@@ -426,14 +551,17 @@ def _nan_if_unstable(result, opt, prob, lr, m=None):
     return jnp.where(_stable(opt, prob, lr, m), result, jnp.nan)
 
 
-def transition_matrices(hessian, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None,
-                        optimizer=None):
+def transition_matrices(hessian, lr=None, *, momentum=0.0, nesterov: bool = False, weight_decay=0.0,
+                        preconditioner=None, optimizer=None, sam_radius=0.0):
     """The dense ``(M, B)`` of the optimizer in the preconditioned coordinates ``v = P^{-1/2} w``.
 
-    Useful for custom analyses (e.g. the spectral radius, ``jnp.max(jnp.abs(jnp.linalg.eigvals(M)))``).
+    ``optimizer`` may be an optax optimizer (then ``lr`` is omitted); its matrices come from
+    :func:`sgdtheory.optim.linearize`.  Useful for custom analyses (e.g. the spectral radius,
+    ``jnp.max(jnp.abs(jnp.linalg.eigvals(M)))``) and as the input of an independent solver.
     """
-    opt = _resolve_optimizer(momentum, optimizer)
+    opt = _resolve(lr, momentum, nesterov, optimizer, sam_radius, _dim(hessian))
     prob = _prepare(hessian, None, weight_decay, preconditioner, lr)
+    _check_route(opt, prob)
     return opt.matrices(prob.h_eff, lr)
 
 
@@ -450,8 +578,9 @@ def _from_eigenbasis(sig_tilde, u, sqrt_p):
     return 0.5 * (sig + sig.T)
 
 
-def stationary_covariance(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=0.0,
-                          preconditioner=None, optimizer=None, method: str = "eigh"):
+def stationary_covariance(hessian, noise_cov, lr=None, *, momentum=0.0, nesterov: bool = False,
+                          weight_decay=0.0, preconditioner=None, optimizer=None, sam_radius=0.0,
+                          method: str = "eigh"):
     r"""Exact stationary covariance :math:`\Sigma = \operatorname{Cov}(w)` of discrete-time SGD.
 
     Solves :math:`X = M X M^\top + B C B^\top` for the optimizer's transition matrix :math:`M`
@@ -465,13 +594,29 @@ def stationary_covariance(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=
     Args:
       hessian: ``(D, D)`` symmetric :math:`H`.
       noise_cov: ``(D, D)`` symmetric PSD :math:`C`, covariance of the per-step gradient noise.
-      lr: scalar learning rate :math:`\lambda > 0`, below :func:`max_stable_lr`.
-      momentum: heavy-ball :math:`\mu \in [0, 1)` (optax convention); ignored if ``optimizer``.
+      lr: scalar learning rate :math:`\lambda > 0`, below :func:`max_stable_lr`.  Omitted when
+        ``optimizer`` is an optax object, which carries its own (passing both raises).
+      momentum: heavy-ball :math:`\mu \in [0, 1)` (optax convention); not with ``optimizer``.
+      nesterov: with ``momentum``, Nesterov momentum as ``optax.sgd(lr, momentum, nesterov=True)``.
       weight_decay: coupled L2 :math:`\gamma` (may be negative while :math:`H + \gamma I \succ 0`).
+        It is part of the loss: the SAM ascent step sees it (``sam_radius``).
       preconditioner: optional ``(D, D)`` SPD :math:`P` (update :math:`-\lambda P m`).
-      optimizer: a :class:`LinearOptimizer` (:func:`nesterov`, :func:`pnm`, :func:`usam`, ...).
+      optimizer: the optimizer, in one vocabulary with the simulators: an optax
+        ``GradientTransformation`` that is linear in (params, state, gradient) -- e.g.
+        ``optax.sgd(0.1, momentum=0.9, nesterov=True)``,
+        ``optax.chain(optax.add_decayed_weights(1e-2), optax.sgd(0.1, 0.9))``,
+        ``optax.chain(sgdtheory.optim.precondition(P), optax.sgd(0.1))``,
+        ``sgdtheory.optim.pnm(0.1)`` -- linearised by :func:`sgdtheory.optim.linearize`; a factory
+        ``lambda lr: optax...`` (then pass ``lr``); or a :class:`LinearOptimizer`
+        (:func:`nesterov`, :func:`pnm`, :func:`usam`, ...).  Non-linear optimizers (Adam, RMSProp,
+        sign-SGD, clipping) raise ``ValueError``: simulate them instead.
+      sam_radius: unnormalised SAM radius :math:`\rho \ge 0` around any optimizer: the gradient
+        fed to it is :math:`\hat g(w + \rho P\hat g(w)) = (I + \rho H_\gamma P)\hat g(w)` with
+        the same noise draw, :math:`H_\gamma = H + \gamma I` (:func:`with_sam`); with plain SGD
+        identical to ``optimizer=usam(rho)``.
       method: ``"eigh"`` (eigenbasis, O(D^3), default) or ``"dense"`` (doubling iteration on the
-        full ``kD x kD`` transition matrix; any optimizer, O((kD)^3 log))
+        full ``kD x kD`` transition matrix; any optimizer, O((kD)^3 log)).  A non-element-wise
+        optax optimizer always takes the dense route.
 
     Returns:
       ``(D, D)`` stationary covariance of ``w``.
@@ -488,24 +633,25 @@ def stationary_covariance(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=
       Array([[0.3333, 0.    ],
              [0.    , 2.5641]], dtype=float64)
     """
-    opt = _resolve_optimizer(momentum, optimizer)
+    if method not in ("eigh", "dense"):
+        raise ValueError(f"method must be 'eigh' or 'dense'; got {method!r}.")
+    opt = _resolve(lr, momentum, nesterov, optimizer, sam_radius, _dim(hessian))
     prob = _prepare(hessian, noise_cov, weight_decay, preconditioner, lr)
+    _check_route(opt, prob)
     _check_stable(opt, prob, lr)
-    if method == "eigh":
+    if method == "eigh" and opt.elementwise:
         e, u = prob.eig, prob.basis
         m, b = _blocks(opt, e, lr)
         c_tilde = u.T @ prob.c_eff @ u
         sig_tilde = pairwise_stein(m, b, c_tilde)
         return _nan_if_unstable(_from_eigenbasis(sig_tilde, u, prob.sqrt_p), opt, prob, lr, m)
-    if method == "dense":
-        d = prob.h_eff.shape[0]
-        m, b = opt.matrices(prob.h_eff, lr)
-        x = solve_discrete_lyapunov(m, b @ prob.c_eff @ b.T)
-        sig = x[:d, :d]
-        if prob.sqrt_p is not None:
-            sig = prob.sqrt_p @ sig @ prob.sqrt_p
-        return _nan_if_unstable(0.5 * (sig + sig.T), opt, prob, lr)
-    raise ValueError(f"method must be 'eigh' or 'dense'; got {method!r}.")
+    d = prob.h_eff.shape[0]
+    m, b = opt.matrices(prob.h_eff, lr)
+    x = solve_discrete_lyapunov(m, b @ prob.c_eff @ b.T)
+    sig = x[:d, :d]
+    if prob.sqrt_p is not None:
+        sig = prob.sqrt_p @ sig @ prob.sqrt_p
+    return _nan_if_unstable(0.5 * (sig + sig.T), opt, prob, lr, None if opt.elementwise else m)
 
 
 def stationary_covariance_continuous(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=0.0,
@@ -543,8 +689,9 @@ def _matrix_power(a, t, nbits: int = 40):
     return result
 
 
-def covariance_after(hessian, noise_cov, lr, steps, init_cov, *, momentum=0.0, weight_decay=0.0,
-                     preconditioner=None, optimizer=None):
+def covariance_after(hessian, noise_cov, lr=None, steps=None, init_cov=None, *, momentum=0.0,
+                     nesterov: bool = False, weight_decay=0.0, preconditioner=None, optimizer=None,
+                     sam_radius=0.0):
     r"""Exact covariance of ``w`` after ``steps`` steps (transient relaxation).
 
     :math:`X_t = M X_{t-1} M^\top + B C B^\top` with :math:`X_0` holding ``init_cov`` in the
@@ -556,10 +703,16 @@ def covariance_after(hessian, noise_cov, lr, steps, init_cov, *, momentum=0.0, w
         leading axis of that length).
       init_cov: ``(D, D)`` PSD covariance of the initial ``w`` (zeros for a deterministic start).
 
-    The other arguments are as in :func:`stationary_covariance`.
+    The other arguments are as in :func:`stationary_covariance`; ``steps`` and ``init_cov`` are
+    required (they have defaults only so that ``lr`` can be omitted for an optax optimizer:
+    ``covariance_after(H, C, steps=100, init_cov=X0, optimizer=optax.sgd(0.1, 0.9))``).  A
+    non-element-wise optimizer is propagated on the full ``kD x kD`` matrix.
     """
-    opt = _resolve_optimizer(momentum, optimizer)
+    if steps is None or init_cov is None:
+        raise ValueError("covariance_after needs steps= and init_cov=.")
+    opt = _resolve(lr, momentum, nesterov, optimizer, sam_radius, _dim(hessian))
     prob = _prepare(hessian, noise_cov, weight_decay, preconditioner, lr)
+    _check_route(opt, prob)
     _check_stable(opt, prob, lr)
     d = prob.h_eff.shape[0]
     x0 = _checks.square_matrix("init_cov", init_cov)
@@ -570,6 +723,18 @@ def covariance_after(hessian, noise_cov, lr, steps, init_cov, *, momentum=0.0, w
     if not jnp.issubdtype(steps.dtype, jnp.integer) or steps.ndim > 1:
         raise ValueError("steps must be a non-negative integer or a 1-D array of integers.")
     _checks.check_nonnegative("steps", steps)
+    if not opt.elementwise:  # dense route, original coordinates (no keyword preconditioner)
+        m, b = opt.matrices(prob.h_eff, lr)
+        x_inf = solve_discrete_lyapunov(m, b @ prob.c_eff @ b.T)
+        diff = jnp.zeros_like(x_inf).at[:d, :d].set(x0) - x_inf
+
+        def at_dense(t):
+            mt = _matrix_power(m[None], t)[0]
+            x = mt @ diff @ mt.T + x_inf
+            return 0.5 * (x[:d, :d] + x[:d, :d].T)
+
+        out = at_dense(steps) if steps.ndim == 0 else jax.vmap(at_dense)(steps)
+        return _nan_if_unstable(out, opt, prob, lr, m)
     e, u = prob.eig, prob.basis
     m, b = _blocks(opt, e, lr)
     c_tilde = u.T @ prob.c_eff @ u
@@ -596,18 +761,21 @@ def _pair_blocks(m, b, c):
     """Full (D, D, k, k) stationary blocks X_ij = M_i X_ij M_j^T + c_ij b_i b_j^T."""
     return pair_blocks(m, b) * c[:, :, None, None]
 
-def stationary_loss(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=0.0, preconditioner=None,
-                    optimizer=None):
+
+def stationary_loss(hessian, noise_cov, lr=None, *, momentum=0.0, nesterov: bool = False,
+                    weight_decay=0.0, preconditioner=None, optimizer=None, sam_radius=0.0):
     r"""Expected excess loss at stationarity, :math:`\mathbb E[L(w)] - L(w_\infty) = \tfrac12\operatorname{tr}(H\Sigma)`.
 
     Exact because :math:`L` is quadratic and :math:`\mathbb E w = w_\infty`.  Here :math:`H` is the
     Hessian of the unregularised loss; with weight decay :math:`w_\infty = (H+\gamma I)^{-1}Hw^*`
     and :math:`L(w_\infty) > 0` adds a deterministic bias not included here.  For plain SGD,
     :math:`\tfrac{\lambda}{4}\operatorname{tr}[(I - \lambda H/2)^{-1} C]` (Liu, Ziyin & Ueda 2021,
-    Thm 5).
+    Thm 5).  The arguments are those of :func:`stationary_covariance` (``optimizer`` may be an
+    optax object, then ``lr`` is omitted).
     """
-    sig = stationary_covariance(hessian, noise_cov, lr, momentum=momentum, weight_decay=weight_decay,
-                                preconditioner=preconditioner, optimizer=optimizer)
+    sig = stationary_covariance(hessian, noise_cov, lr, momentum=momentum, nesterov=nesterov,
+                                weight_decay=weight_decay, preconditioner=preconditioner,
+                                optimizer=optimizer, sam_radius=sam_radius)
     return 0.5 * jnp.sum(_checks.as_float_array(hessian) * sig)
 
 

@@ -9,6 +9,7 @@ import pytest
 from _linreg_ref import (dataset_radius, dataset_reference, online_radius, online_reference)
 
 from sgdtheory import linreg as L
+from sgdtheory import quadratic as st_quadratic
 from sgdtheory.quadratic import mean_square_max_lr
 
 A = np.array([[1.0, 0.3], [0.3, 0.5]])
@@ -223,17 +224,26 @@ def test_jit_eager_vmap_agree():
     np.testing.assert_allclose(jax.jit(g)(0.3), g(0.3), rtol=1e-12)
 
 
-def test_unstable_lr_under_jit_gives_inf_not_nan():
+def test_unstable_lr_under_jit_gives_nan_like_quadratic():
+    # Regression: linreg returned inf here while quadratic returns NaN (the README promises NaN).
     r = jax.jit(lambda lr: L.online_stationary(A, lr, 4, label_noise_var=1.0))(5.0)
-    assert np.all(np.isinf(r.param_cov)) and not bool(L.online_is_stable(A, 5.0, 4))
+    assert not bool(L.online_is_stable(A, 5.0, 4))
+    for leaf in (r.param_cov, r.noise_cov, r.train_loss, r.test_loss):
+        assert np.all(np.isnan(leaf))
+    stable = jax.jit(lambda lr: L.online_stationary(A, lr, 4, label_noise_var=1.0))(0.1)
+    assert np.all(np.isfinite(stable.param_cov))
+    q_nan = jax.jit(lambda lr: st_quadratic.stationary_covariance(A, np.eye(2), lr))(5.0)
+    assert np.all(np.isnan(q_nan))
 
 
 # --- bad input: one test per error path ------------------------------------------------------------
 
 def test_error_lr_beyond_online_bound_names_value():
     bound = float(L.online_max_lr(A, 4))
-    with pytest.raises(ValueError, match=f"online_max_lr = {bound:.4g}"):
+    with pytest.raises(ValueError, match="online_max_lr = ") as err:
         L.online_stationary(A, 1.01 * bound, 4, label_noise_var=1.0)
+    named = float(str(err.value).split("online_max_lr = ")[1].split(":")[0])
+    assert bound * (1 - 1e-5) <= named <= bound  # the value, printed so that it is itself stable
 
 
 def test_error_lr_beyond_dataset_bound_names_value():
@@ -357,3 +367,90 @@ def test_property_dataset_equals_enumeration(seed, n, s, rep, frac):
     atol = 1e-11 * (1.0 + mean @ mean)  # round-off of E[ww^T] - mean mean^T in the reference
     np.testing.assert_allclose(r.param_cov, cov, rtol=1e-6, atol=atol)
     np.testing.assert_allclose(r.train_loss, train, rtol=1e-7, atol=atol)
+
+
+# --- one vocabulary: optax optimizers, sampling=, w_star= --------------------------------------------
+import optax  # noqa: E402
+
+
+@pytest.mark.parametrize("kw,opt", [
+    (dict(lr=0.3), optax.sgd(0.3)),
+    (dict(lr=0.3, momentum=0.6), optax.sgd(0.3, momentum=0.6)),
+    (dict(lr=0.3, weight_decay=0.2), optax.chain(optax.add_decayed_weights(0.2), optax.sgd(0.3))),
+    (dict(lr=0.3, momentum=0.5, weight_decay=0.1),
+     optax.chain(optax.add_decayed_weights(0.1), optax.sgd(0.3, momentum=0.5))),
+], ids=["sgd", "heavy_ball", "decay", "decay+momentum"])
+def test_online_optax_form_gives_the_keyword_numbers(kw, opt):
+    ref = L.online_stationary(A, batch_size=4, label_noise_var=0.5, true_weights=U, **kw)
+    got = L.online_stationary(A, batch_size=4, label_noise_var=0.5, w_star=U, optimizer=opt)
+    for x, y in zip(got, ref):
+        np.testing.assert_allclose(x, y, rtol=1e-13, atol=1e-16)
+    fac_kw = {k: v for k, v in kw.items() if k != "lr"}
+    mu, wd = kw.get("momentum", 0.0), kw.get("weight_decay", 0.0)
+    factory = lambda lr: optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=mu))  # noqa: E731
+    assert float(L.online_max_lr(A, 4, optimizer=factory)) == float(L.online_max_lr(A, 4, **fac_kw))
+    assert bool(L.online_is_stable(A, batch_size=4, optimizer=opt))
+
+
+def test_online_unsupported_optimizers_raise():
+    for opt in (optax.sgd(0.3, momentum=0.5, nesterov=True), optax.adam(0.1)):
+        with pytest.raises(ValueError, match="supports optimizer=|not linear"):
+            L.online_stationary(A, batch_size=4, optimizer=opt)
+    with pytest.raises(ValueError, match="carries its own"):
+        L.online_stationary(A, 0.3, 4, optimizer=optax.sgd(0.3))
+    with pytest.raises(ValueError, match="free variable"):
+        L.online_max_lr(A, 4, optimizer=optax.sgd(0.3))
+
+
+def test_dataset_optax_form_and_sampling_names():
+    x, y = _data()
+    for rule, repl in (("with_replacement", True), ("without_replacement", False)):
+        ref = L.dataset_stationary(x, y, 0.2, 2, replacement=repl, weight_decay=0.1)
+        got = L.dataset_stationary(x, y, batch_size=2, sampling=rule, optimizer=optax.chain(
+            optax.add_decayed_weights(0.1), optax.sgd(0.2)))
+        for a, b in zip(got, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-16)
+        assert float(L.dataset_max_lr(x, 2, sampling=rule)) == float(L.dataset_max_lr(x, 2, replacement=repl))
+        assert float(mean_square_max_lr(np.einsum("ni,nj->nij", x, x), 2, sampling=rule)) == float(
+            mean_square_max_lr(np.einsum("ni,nj->nij", x, x), 2, replacement=repl))
+    with pytest.raises(ValueError, match="not both"):
+        L.dataset_stationary(x, y, 0.2, 2, sampling="with_replacement", replacement=True)
+    with pytest.raises(ValueError, match="shuffle"):
+        L.dataset_max_lr(x, 2, sampling="shuffle")
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        L.dataset_stationary(x, y, 0.2, 2, sampling="iid")
+    with pytest.raises(ValueError, match="supports optimizer= optax.sgd"):
+        L.dataset_stationary(x, y, batch_size=2, optimizer=optax.sgd(0.2, momentum=0.5))
+
+
+def test_w_star_and_true_weights_are_one_name():
+    a = L.online_stationary(A, 0.3, 4, weight_decay=0.2, w_star=U)
+    b = L.online_stationary(A, 0.3, 4, weight_decay=0.2, true_weights=U)
+    np.testing.assert_array_equal(a.test_loss, b.test_loss)
+    with pytest.raises(ValueError, match="not both"):
+        L.online_stationary(A, 0.3, 4, w_star=U, true_weights=U)
+    c1 = L.learning_curve(A, 0.3, 4, 5, init_error_cov=np.eye(2), weight_decay=0.2, w_star=U)
+    c2 = L.learning_curve(A, 0.3, 4, 5, init_error_cov=np.eye(2), weight_decay=0.2, true_weights=U)
+    np.testing.assert_array_equal(c1.test_loss, c2.test_loss)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_unstable_message_names_a_real_stable_bound(momentum):
+    # Regression: at the edge the bisection and the direct solve could disagree by an ulp and the
+    # message read "lr=x >= online_max_lr = x". Walk lr up from the bound past the edge.
+    bound = float(L.online_max_lr(A, 4, momentum=momentum))
+    lr, raised = bound, 0
+    for _ in range(400):
+        lr = float(np.nextafter(lr, np.inf)) if raised == 0 and _ < 200 else lr * (1 + 1e-9)
+        try:
+            L.online_stationary(A, lr, 4, label_noise_var=1.0, momentum=momentum)
+        except ValueError as e:
+            raised += 1
+            named = float(str(e).split("online_max_lr = ")[1].split(":")[0])
+            assert named < lr, str(e)
+            assert bool(L.online_is_stable(A, named, 4, momentum=momentum)), str(e)
+            lhs = str(e).split(" >= ")[0].removeprefix("lr=")
+            assert lhs != f"{named:.{len(lhs)}g}" and float(lhs) != named
+            if raised >= 3:
+                break
+    assert raised >= 1

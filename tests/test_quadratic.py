@@ -299,3 +299,120 @@ def test_numeric_bound_lies_on_the_stable_side():
     lr_max = float(q.max_stable_lr(h, optimizer=opt))
     m, _ = q.transition_matrices(h, lr_max, optimizer=opt)
     assert np.max(np.abs(np.linalg.eigvals(np.asarray(m)))) < 1
+
+
+# --- one optimizer vocabulary: optax objects give the keyword forms' numbers -------------------------
+import optax  # noqa: E402
+
+from sgdtheory import optim  # noqa: E402
+
+_P3 = np.array([[1.5, 0.4, 0.1], [0.4, 1.0, 0.0], [0.1, 0.0, 0.7]])
+# (keyword form, optax form, factory form), all at lr = 0.2
+OPTAX_CASES = [
+    ("sgd", dict(lr=0.2), optax.sgd(0.2), lambda lr: optax.sgd(lr)),
+    ("heavy_ball", dict(lr=0.2, momentum=0.9), optax.sgd(0.2, 0.9), lambda lr: optax.sgd(lr, 0.9)),
+    ("nesterov", dict(lr=0.2, momentum=0.7, nesterov=True), optax.sgd(0.2, 0.7, nesterov=True),
+     lambda lr: optax.sgd(lr, 0.7, nesterov=True)),
+    ("decay-chain", dict(lr=0.2, momentum=0.5, weight_decay=0.3),
+     optax.chain(optax.add_decayed_weights(0.3), optax.sgd(0.2, 0.5)),
+     lambda lr: optax.chain(optax.add_decayed_weights(0.3), optax.sgd(lr, 0.5))),
+    ("precondition", dict(lr=0.2, momentum=0.5, preconditioner=_P3),
+     optax.chain(optim.precondition(_P3), optax.sgd(0.2, 0.5)),
+     lambda lr: optax.chain(optim.precondition(_P3), optax.sgd(lr, 0.5))),
+    ("pnm", dict(lr=0.2, optimizer=q.pnm(1.0, 0.9)), optim.pnm(0.2, 1.0, 0.9),
+     lambda lr: optim.pnm(lr, 1.0, 0.9)),
+    ("sam", dict(lr=0.2, momentum=0.5, sam_radius=0.3), optax.sgd(0.2, 0.5),
+     lambda lr: optax.sgd(lr, 0.5)),
+]
+
+
+@pytest.mark.parametrize("name,kw,opt,factory", OPTAX_CASES, ids=[c[0] for c in OPTAX_CASES])
+def test_optax_form_gives_the_keyword_numbers(name, kw, opt, factory):
+    h, c = random_problem(3, 11, shift=0.3)
+    extra = {"sam_radius": kw["sam_radius"]} if "sam_radius" in kw else {}
+    ref = q.stationary_covariance(h, c, **kw)
+    tol = dict(rtol=1e-12, atol=1e-14 * float(np.abs(ref).max()))
+    for method in ("eigh", "dense"):
+        np.testing.assert_allclose(q.stationary_covariance(h, c, optimizer=opt, method=method, **extra),
+                                   ref, **tol)
+    np.testing.assert_allclose(q.stationary_covariance(h, c, 0.2, optimizer=factory, **extra), ref, **tol)
+    np.testing.assert_allclose(q.stationary_loss(h, c, optimizer=opt, **extra),
+                               q.stationary_loss(h, c, **kw), rtol=1e-12)
+    steps = jnp.array([0, 1, 7, 60])
+    np.testing.assert_allclose(q.covariance_after(h, c, steps=steps, init_cov=np.eye(3), optimizer=opt, **extra),
+                               q.covariance_after(h, c, kw["lr"], steps, np.eye(3),
+                                                  **{k: v for k, v in kw.items() if k != "lr"}), **tol)
+    assert bool(q.is_stable(h, optimizer=opt, **extra))
+    kw_bound = {k: v for k, v in kw.items() if k != "lr"}
+    bound = float(q.max_stable_lr(h, **kw_bound))
+    got = float(q.max_stable_lr(h, optimizer=factory, **extra))
+    if name in ("sgd", "heavy_ball", "nesterov", "decay-chain", "sam"):
+        assert got == bound  # closed form read off the linearisation: identical numbers
+    else:  # both numeric (bisection + brentq to ~1e-13); precondition: two different routes
+        np.testing.assert_allclose(got, bound, rtol=1e-11)
+
+
+def test_usam_equals_sam_radius_with_plain_sgd():
+    h, c = random_problem(4, 5)
+    for wd in (0.0, 0.2):
+        lr = 0.7 * float(q.max_stable_lr(h, optimizer=q.usam(0.4), weight_decay=wd))
+        a = q.stationary_covariance(h, c, lr, optimizer=q.usam(0.4), weight_decay=wd)
+        b = q.stationary_covariance(h, c, lr, sam_radius=0.4, weight_decay=wd)
+        np.testing.assert_array_equal(a, b)
+        assert float(q.max_stable_lr(h, optimizer=q.usam(0.4), weight_decay=wd)) == float(
+            q.max_stable_lr(h, sam_radius=0.4, weight_decay=wd))
+
+
+def test_sam_with_weight_decay_keyword_puts_decay_in_the_ascent():
+    # Convention: weight_decay= is coupled L2 in the loss, so the ascent step sees it:
+    # g(w_adv) = (I + rho (H + gamma I)) g(w) -> usam on H + gamma I. Oracle: SciPy on hand-built M.
+    h, c = random_problem(3, 8)
+    rho, gam = 0.5, 0.3
+    lr = 0.7 * float(q.max_stable_lr(h, sam_radius=rho, weight_decay=gam))
+    sig = q.stationary_covariance(h, c, lr, sam_radius=rho, weight_decay=gam)
+    hg = h + gam * np.eye(3)
+    amp = np.eye(3) + rho * hg
+    ref = sl.solve_discrete_lyapunov(np.eye(3) - lr * amp @ hg, lr**2 * amp @ c @ amp.T)
+    np.testing.assert_allclose(sig, ref, rtol=1e-10)
+    # decay inside the optax chain acts after the SAM evaluation: ascent without gamma
+    sig2 = q.stationary_covariance(h, c, sam_radius=rho, optimizer=optax.chain(
+        optax.add_decayed_weights(gam), optax.sgd(lr)))
+    amp2 = np.eye(3) + rho * h
+    ref2 = sl.solve_discrete_lyapunov(np.eye(3) - lr * (amp2 @ h + gam * np.eye(3)),
+                                      lr**2 * amp2 @ c @ amp2.T)
+    np.testing.assert_allclose(sig2, ref2, rtol=1e-10)
+
+
+def test_optax_optimizer_errors():
+    h, c = random_problem(3, 1)
+    with pytest.raises(ValueError, match="carries its own learning rate"):
+        q.stationary_covariance(h, c, 0.1, optimizer=optax.sgd(0.1))
+    with pytest.raises(ValueError, match="factory"):
+        q.max_stable_lr(h, optimizer=optax.sgd(0.1))
+    with pytest.raises(ValueError, match="lr is required"):
+        q.stationary_covariance(h, c)
+    with pytest.raises(ValueError, match="spectral radius"):
+        q.stationary_covariance(h, c, optimizer=optax.sgd(100.0))
+    with pytest.raises(ValueError, match="precondition"):
+        q.stationary_covariance(h, c, optimizer=optax.chain(optim.precondition(_P3), optax.sgd(0.1)),
+                                preconditioner=np.eye(3))
+    with pytest.raises(ValueError, match="not both"):
+        q.stationary_covariance(h, c, momentum=0.5, optimizer=optax.sgd(0.1))
+    with pytest.raises(ValueError, match="already"):
+        q.stationary_covariance(h, c, 0.1, optimizer=q.usam(0.2), sam_radius=0.1)
+
+
+def test_nesterov_keyword_everywhere():
+    h, c = random_problem(3, 2)
+    opt = q.nesterov(0.6)
+    assert float(q.max_stable_lr(h, momentum=0.6, nesterov=True)) == float(q.max_stable_lr(h, optimizer=opt))
+    np.testing.assert_array_equal(q.stationary_covariance(h, c, 0.2, momentum=0.6, nesterov=True),
+                                  q.stationary_covariance(h, c, 0.2, optimizer=opt))
+    np.testing.assert_array_equal(q.transition_matrices(h, 0.2, momentum=0.6, nesterov=True)[0],
+                                  q.transition_matrices(h, 0.2, optimizer=opt)[0])
+
+
+def test_inject_hyperparams_max_stable_lr():
+    h, _ = random_problem(3, 4)
+    inj = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+    assert float(q.max_stable_lr(h, optimizer=inj)) == float(q.max_stable_lr(h, momentum=0.9))

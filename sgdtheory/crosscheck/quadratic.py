@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from sgdtheory import quadratic as q
 from sgdtheory import simulate
@@ -38,9 +39,9 @@ def _sim_and_compare(key, mode, h, c, lr, params, *, theory_kw=None, sim_kw=None
                      continuous_expect="disagree", burn_in=2_000, budget=None):
     """Run the simulator and build the standard rows (covariance, loss, optional continuous)."""
     replicas, steps = budget or _budget(mode)
-    theory_kw = theory_kw or {}
+    theory_kw = dict(theory_kw or {})
     sim_kw = sim_kw or {}
-    sig = q.stationary_covariance(h, c, lr, **theory_kw)
+    sig = q.stationary_covariance(h, c, theory_kw.pop("lr", lr), **theory_kw)
     # An optax optimizer carries its own learning rate: the simulator then takes lr=None.
     stats = simulate.quadratic_sgd(key, h, c, None if "optimizer" in sim_kw else lr, steps=steps,
                                    replicas=replicas, burn_in=burn_in, **sim_kw)
@@ -170,3 +171,17 @@ def _usam_wd(key, mode):
     return _sim_and_compare(key, mode, _H2, _C2, lr, "ρ=0.5, γ=0.4, lr=0.8·lr_max",
                             theory_kw={"optimizer": opt, "weight_decay": 0.4},
                             sim_kw={"sam_radius": 0.5, "weight_decay": 0.4})
+
+
+@register("quadratic/optax-vocabulary",
+          "one optax object in theory and simulator: chain(add_decayed_weights(0.1), "
+          "sgd(lr, momentum=0.7, nesterov=True)), linearised exactly for the theory",
+          tags=("quadratic", "composable"))
+def _optax_vocabulary(key, mode):
+    factory = lambda lr: optax.chain(optax.add_decayed_weights(0.1),  # noqa: E731
+                                     optax.sgd(lr, momentum=0.7, nesterov=True))
+    lr = 0.8 * float(q.max_stable_lr(_H2, optimizer=factory))
+    opt = factory(lr)
+    return _sim_and_compare(key, mode, _H2, _C2, lr, "Nesterov μ=0.7, γ=0.1 (chain), lr=0.8·lr_max",
+                            theory_kw={"optimizer": opt, "lr": None},
+                            sim_kw={"optimizer": opt})
