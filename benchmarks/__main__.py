@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--json FILE] [--only a,b,c,d,e,f]``: every workload beside its
+"""``python -m benchmarks [--quick] [--json FILE] [--only a,b,c,d,e,f,g]``: every workload beside its
 baseline, measured in the same run (interleaved, best-of-N), printed as a table of ratios.
 Results and how to read them: docs/performance.md."""
 
@@ -21,6 +21,7 @@ PARTS = {
     "d": "compiled memory of the simulator as the number of steps grows",
     "e": "2-D Fokker-Planck stationary solve vs scipy's shift-invert eigs",
     "f": "simulator presets now vs a baseline git revision; generic minibatch_sgd vs linreg_sgd",
+    "g": "local theory: matrix-free exact moment solve vs the dense Kronecker solve",
 }
 
 
@@ -52,6 +53,7 @@ def main(argv=None):
     import sgdtheory  # noqa: F401  (x64 on)
     from benchmarks.fokker_planck import fokker_planck
     from benchmarks.generic import generic
+    from benchmarks.local import local_bench
     from benchmarks.memory import memory
     from benchmarks.simulator import throughput, time_to_precision
     from benchmarks.solvers import solvers
@@ -64,7 +66,7 @@ def main(argv=None):
                load_average=os.getloadavg())
     print("env:", json.dumps(env))
     parts = {"a": throughput, "b": time_to_precision, "c": solvers, "d": memory,
-             "e": fokker_planck, "f": generic}
+             "e": fokker_planck, "f": generic, "g": local_bench}
     rows = []
     t0 = time.perf_counter()
     for name in args.only:

@@ -1,5 +1,30 @@
 """sgdtheory: exactly solvable SGD theory, checked against simulated discrete-time SGD.
 
+Analytic predictions are pure JAX functions (jit, vmap and grad work on them); compiled simulators
+of real discrete-time SGD, thousands of replicas in parallel, check them with standard errors.
+
+Modules
+-------
+    quadratic       exact stationary covariance of SGD, momentum, Nesterov, ... on a quadratic with
+                    additive noise; stability edge ``max_stable_lr``; transients ``covariance_after``
+    noise           per-sample gradients and exact minibatch-noise covariances (with/without replacement)
+    linreg          exact discrete-time SGD on linear regression: online and fixed finite data sets
+    local           any JAX model near a minimum: per-example second-order expansion -> exact SGD moments
+    escape          escape from a minimum: Kramers, exact 1-D mean first-passage times, SGD power laws
+    landscape       stationary laws under landscape-dependent noise (power-law tails, valleys)
+    fokker_planck   Itô Fokker--Planck equation in 1-D and 2-D: stationary and time-dependent densities
+    optim           one optimizer vocabulary: the optax transforms sgdtheory adds and the linearisation
+                    of a linear optax optimizer that the theory solves
+    simulate        jit/vmap-compiled simulators of discrete-time SGD that the theory is checked against
+    crosscheck      the theory-vs-simulation checks behind ``sgdtheory crosscheck`` (loaded on first use)
+    plot            optional matplotlib helpers; needs the ``plot`` extra (loaded on first use)
+
+Example:
+    >>> import jax.numpy as jnp, sgdtheory as st
+    >>> H, C = jnp.diag(jnp.array([1.0, 0.2])), jnp.eye(2)   # Hessian, per-step noise covariance
+    >>> st.stationary_covariance(H, C, lr=1.0).diagonal().round(4).tolist()  # lr c / (h (2 - lr h))
+    [1.0, 2.7778]
+
 Float64 policy
 --------------
 Theory must agree with SciPy to ~1e-10, which needs float64.  JAX computes in float32 unless
@@ -10,8 +35,7 @@ variable ``SGDTHEORY_ENABLE_X64=0`` before the import; theory functions then com
 (about 1e-6 relative accuracy) and the simulators still accept ``dtype=jnp.float32``.
 """
 
-from __future__ import annotations
-
+import importlib as _importlib
 import os as _os
 
 import jax as _jax
@@ -20,7 +44,7 @@ X64_ENV_VAR = "SGDTHEORY_ENABLE_X64"
 if _os.environ.get(X64_ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off"):
     _jax.config.update("jax_enable_x64", True)
 
-from sgdtheory import escape, fokker_planck, landscape, linreg, noise, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
+from sgdtheory import escape, fokker_planck, landscape, linreg, local, noise, optim, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
 from sgdtheory.quadratic import (  # noqa: E402
     LinearOptimizer,
     covariance_after,
@@ -42,11 +66,29 @@ __all__ = [
     "Stats",
     "covariance_after",
     "linreg",
+    "local",
     "max_stable_lr",
     "noise",
+    "optim",
     "quadratic",
     "simulate",
     "stationary_covariance",
     "stationary_covariance_continuous",
     "stationary_loss",
 ]
+
+# Loaded on first attribute access (PEP 562), so that `import sgdtheory` stays light and matplotlib
+# stays optional: `st.plot` imports matplotlib only when used, `st.crosscheck` registers its checks.
+_LAZY_MODULES = ("crosscheck", "plot")
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        module = _importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*__all__, *_LAZY_MODULES, "__version__"})

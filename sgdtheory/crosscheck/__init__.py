@@ -13,6 +13,7 @@ from sgdtheory.crosscheck._util import compare_matrix, compare_scalar, z_thresho
 from sgdtheory.crosscheck import quadratic as _quadratic  # noqa: F401,E402
 from sgdtheory.crosscheck import escape as _escape  # noqa: F401,E402
 from sgdtheory.crosscheck import linreg as _linreg  # noqa: F401,E402
+from sgdtheory.crosscheck import local as _local  # noqa: F401,E402
 
 __all__ = [
     "Z_MAX",
