@@ -68,7 +68,8 @@ def render(payload: dict, figure: str | None = FIGURE) -> str:
         if r["error"]:
             out.append(f"| `{r['check']}` | ERROR | {_cell(r['error'])} | | | | | | **FAIL** |")
             continue
-        verdict = "ok" if r["passed"] else "**FAIL**"
+        verdict = ("heavy-tailed: SE not valid" if r.get("heavy_tailed")
+                   else "ok" if r["passed"] else "**FAIL**")
         if r["expect"] == "disagree":
             verdict += " (fails, as expected)" if r["passed"] else " (expected to fail)"
         rel = r["rel_err"]

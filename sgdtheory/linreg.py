@@ -800,3 +800,10 @@ def ziyin_negative_weight_decay_is_optimal(a, lr, batch_size):
     s = _checks.check_int("batch_size", batch_size, 1)
     x = a * lr
     return (x > 2.0 / (1.0 + 2.0 / s)) & (x < np.sqrt(s / 2.0))
+
+
+# The law beyond moments (tail index, higher moments, density): sgdtheory/_tails.py, public here.
+from sgdtheory import _tails  # noqa: E402
+from sgdtheory._tails import *  # noqa: E402,F401,F403
+
+__all__ += list(_tails.__all__)

@@ -27,16 +27,19 @@ def _diverged(stats: Stats, note: str):
     return True, (note + "; " if note else "") + f"{n} replicas diverged: row invalid"
 
 
-def compare_scalar(quantity, params, theory, stats: Stats, fn, *, expect="agree", note=""):
+def compare_scalar(quantity, params, theory, stats: Stats, fn, *, expect="agree", note="",
+                   tail_index=None, moment_order=2):
     """Compare ``theory`` with ``fn(mean, cov)`` estimated from ``stats`` (see :func:`estimate`)."""
     value, se = estimate(stats, fn)
     bad, note = _diverged(stats, note)
     return Comparison(quantity, params, float(theory), float(value),
                       float("nan") if bad else float(se), expect=expect,
-                      z_max=z_threshold(max(stats.groups, 2)), note=note)
+                      z_max=z_threshold(max(stats.groups, 2)), note=note, tail_index=tail_index,
+                      moment_order=moment_order)
 
 
-def compare_matrix(quantity, params, theory, stats: Stats, *, which="cov", expect="agree", note=""):
+def compare_matrix(quantity, params, theory, stats: Stats, *, which="cov", expect="agree", note="",
+                   tail_index=None):
     """Compare a theory covariance (or mean vector) entry-wise; report the worst-|z| entry.
 
     The threshold is Bonferroni-corrected over the ``D(D+1)/2`` distinct entries.
@@ -57,4 +60,5 @@ def compare_matrix(quantity, params, theory, stats: Stats, *, which="cov", expec
     label = f"{quantity}{labels[k]}" + (f" (worst of {m})" if m > 1 else "")
     bad, note = _diverged(stats, note)
     return Comparison(label, params, t[k], s[k], float("nan") if bad else e[k], expect=expect,
-                      z_max=z_threshold(max(stats.groups, 2), m), note=note)
+                      z_max=z_threshold(max(stats.groups, 2), m), note=note,
+                      tail_index=None if which != "cov" else tail_index)

@@ -41,7 +41,7 @@ def format_table(results) -> str:
             rows.append([res.name, "ERROR", res.error[:60], "", "", "", "", "FAIL"])
             continue
         for c in res.comparisons:
-            verdict = "ok" if c.passed else "FAIL"
+            verdict = c.verdict
             if c.expect == "disagree":
                 verdict += " (fails, as expected)" if c.passed else " (expected to fail)"
             rel = "inf" if not math.isfinite(c.rel_err) else f"{100 * c.rel_err:+.2f}%"
