@@ -120,7 +120,8 @@ def _check_noise_scale_shape(noise_scale, x0):
 
 
 def escape_times(key, grad: Callable, noise_scale, x0, lr, *, target, budget: int,
-                 replicas: int, coordinate: int = 0, chunk: int = 256) -> EscapeTimes:
+                 replicas: int, coordinate: int = 0, chunk: int = 256,
+                 devices=None) -> EscapeTimes:
     r"""First-passage steps of discrete SGD with state-dependent Gaussian gradient noise.
 
     Update (all replicas, Itô): :math:`x \leftarrow x - \lambda(\nabla L(x) + s(x)\odot z)`,
@@ -145,6 +146,7 @@ def escape_times(key, grad: Callable, noise_scale, x0, lr, *, target, budget: in
       replicas: number of independent replicas.
       coordinate: which coordinate the target refers to.
       chunk: steps of noise drawn at once and between the early-stop tests (static).
+      devices: shard the replicas across devices (see :func:`~sgdtheory.simulate.run_replicas`).
 
     Returns:
       :class:`EscapeTimes`: per-replica first-passage steps (``budget`` when censored), whether
@@ -171,7 +173,7 @@ def escape_times(key, grad: Callable, noise_scale, x0, lr, *, target, budget: in
         optax.sgd(jnp.asarray(lr, x0.dtype)), gradient=_noise_gradient(grad, noise_scale),
         steps=budget, replicas=replicas, burn_in=0, groups=groups, block=min(chunk, budget),
         divergence_threshold=math.inf, on_divergence="ignore", first_passage=passage,
-        statistics="mean")
+        statistics="mean", devices=devices)
     nbad = stats.diverged
     if int(nbad) > 0:
         warnings.warn(f"{int(nbad)} of {replicas} replicas became non-finite; they are censored at "
@@ -251,7 +253,7 @@ def state_dependent_sgd(key, grad: Callable, noise_scale, observe: Callable, x0,
                         steps: int, replicas: int, burn_in: int, groups: int | None = None,
                         divergence_threshold: float = 1e8, on_divergence: str = "warn",
                         histogram=None, exceedance=None, chunk_steps: int | None = None,
-                        progress=None, statistics: str = "full") -> Stats:
+                        progress=None, statistics: str = "full", devices=None) -> Stats:
     r"""Stationary statistics of ``observe(x)`` under SGD with state-dependent Gaussian noise.
 
     Same update as :func:`escape_times`, :math:`x \leftarrow x - \lambda(\nabla L(x) +
@@ -267,8 +269,8 @@ def state_dependent_sgd(key, grad: Callable, noise_scale, observe: Callable, x0,
       x0: start, scalar or ``(d,)``.
       lr: learning rate :math:`\lambda`.
       steps: run length; ``replicas``, ``burn_in``, ``groups``, ``divergence_threshold``,
-        ``on_divergence``, ``histogram``, ``exceedance``, ``chunk_steps``, ``progress`` and
-        ``statistics`` are as in :func:`~sgdtheory.simulate.minibatch_sgd`.
+        ``on_divergence``, ``histogram``, ``exceedance``, ``chunk_steps``, ``progress``,
+        ``statistics`` and ``devices`` are as in :func:`~sgdtheory.simulate.minibatch_sgd`.
 
     Returns:
       :class:`~sgdtheory.simulate.Stats` of ``observe(x)`` with replica-group standard errors.
@@ -283,4 +285,4 @@ def state_dependent_sgd(key, grad: Callable, noise_scale, observe: Callable, x0,
         observe=lambda x, _state: jnp.atleast_1d(observe(x)), steps=steps, replicas=replicas,
         burn_in=burn_in, groups=groups, divergence_threshold=divergence_threshold,
         on_divergence=on_divergence, histogram=histogram, exceedance=exceedance,
-        chunk_steps=chunk_steps, progress=progress, statistics=statistics)
+        chunk_steps=chunk_steps, progress=progress, statistics=statistics, devices=devices)
