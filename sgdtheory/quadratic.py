@@ -82,6 +82,7 @@ __all__ = [
     "is_stable",
     "transition_matrices",
     "mean_square_max_lr",
+    "damped_newton_covariance",
 ]
 
 
@@ -652,6 +653,47 @@ def stationary_covariance(hessian, noise_cov, lr=None, *, momentum=0.0, nesterov
     if prob.sqrt_p is not None:
         sig = prob.sqrt_p @ sig @ prob.sqrt_p
     return _nan_if_unstable(0.5 * (sig + sig.T), opt, prob, lr, None if opt.elementwise else m)
+
+
+def damped_newton_covariance(hessian, noise_cov, lr, *, momentum=0.0):
+    r"""Exact stationary covariance of damped Newton, :math:`w \leftarrow w - \lambda H^{-1}m`,
+    :math:`m \leftarrow \mu m + \hat g` -- **exact**, closed form.
+
+    .. math:: \Sigma = \frac{1+\mu}{1-\mu}\,\frac{\lambda}{2(1+\mu)-\lambda}\,H^{-1}CH^{-1},
+              \qquad 0 < \lambda < 2(1+\mu).
+
+    Derivation: with :math:`w = H^{-1/2}v` the preconditioned problem has :math:`H' = I` and
+    :math:`C' = H^{-1/2}CH^{-1/2}`, so every eigen-pair is the scalar heavy ball with :math:`h = 1`,
+    whose stationary variance per unit noise is
+    :math:`\lambda(1+\mu)/[(1-\mu)(2(1+\mu)-\lambda)]` (the :math:`2\times2` Lyapunov solve of
+    :func:`heavy_ball`); mapping back gives :math:`H^{-1/2}C'H^{-1/2} = H^{-1}CH^{-1}`.  The
+    stability bound :math:`\lambda < 2(1+\mu)` does not depend on :math:`H` (every direction has
+    unit effective curvature).  Liu, Ziyin & Ueda (ICML 2021), Sec. 5 (second-order methods);
+    identical to ``stationary_covariance(H, C, lr, momentum=mu, preconditioner=inv(H))`` (tested
+    to round-off).
+
+    Args:
+      hessian: ``(D, D)`` symmetric positive-definite :math:`H`.
+      noise_cov: ``(D, D)`` PSD :math:`C` (per-step gradient-noise covariance, additive).
+      lr: :math:`\lambda \in (0, 2(1+\mu))`.
+      momentum: :math:`\mu \in [0, 1)`.
+
+    Example:
+      >>> import jax.numpy as jnp, sgdtheory as st
+      >>> H = jnp.diag(jnp.array([2.0, 0.5])); C = jnp.eye(2)
+      >>> tuple(round(float(v), 6) for v in st.quadratic.damped_newton_covariance(H, C, 0.5).diagonal())
+      (0.083333, 1.333333)
+    """
+    prob = _prepare(hessian, noise_cov, 0.0, None, lr)
+    _checks.check_momentum(momentum)
+    if _checks.is_concrete(lr) and _checks.is_concrete(momentum):
+        _checks.check_lr_below(lr, 2.0 * (1.0 + momentum), "2(1+momentum)")
+    e, u = prob.eig, prob.basis
+    h_inv = (u / e[None, :]) @ u.T
+    factor = (1.0 + momentum) / (1.0 - momentum) * lr / (2.0 * (1.0 + momentum) - lr)
+    sig = factor * h_inv @ prob.c_eff @ h_inv
+    ok = (lr > 0) & (lr < 2.0 * (1.0 + momentum)) & (momentum >= 0) & (momentum < 1)
+    return jnp.where(ok, 0.5 * (sig + sig.T), jnp.nan)
 
 
 def stationary_covariance_continuous(hessian, noise_cov, lr, *, momentum=0.0, weight_decay=0.0,

@@ -185,3 +185,17 @@ def _optax_vocabulary(key, mode):
     return _sim_and_compare(key, mode, _H2, _C2, lr, "Nesterov μ=0.7, γ=0.1 (chain), lr=0.8·lr_max",
                             theory_kw={"optimizer": opt, "lr": None},
                             sim_kw={"optimizer": opt})
+
+
+@register("quadratic/damped-newton",
+          "damped Newton with momentum μ=0.5 at lr=0.8·2(1+μ): the closed form "
+          "(1+μ)/(1-μ)·λ/(2(1+μ)-λ)·H⁻¹CH⁻¹ against SGD preconditioned by H⁻¹", tags=("quadratic",))
+def _damped_newton(key, mode):
+    mu = 0.5
+    lr = 0.8 * 2 * (1 + mu)
+    replicas, steps = _budget(mode)
+    sig = q.damped_newton_covariance(_H2, _C2, lr, momentum=mu)
+    stats = simulate.quadratic_sgd(key, _H2, _C2, lr, momentum=mu,
+                                   preconditioner=np.linalg.inv(_H2), steps=steps,
+                                   replicas=replicas, burn_in=2_000)
+    return [compare_matrix("Σ, closed form", "μ=0.5, lr=2.4", sig, stats)]
