@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "is_zero",
     "is_concrete",
     "concrete_value",
     "as_float_array",
@@ -33,6 +34,12 @@ __all__ = [
     "check_key",
     "check_dataset",
 ]
+
+
+def is_zero(x: Any) -> bool:
+    """Static test for a hyperparameter left at its default 0 (a Python/NumPy number, not an array:
+    an array is data, and may change between calls without recompiling)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and x == 0
 
 
 def is_concrete(x: Any) -> bool:

@@ -141,7 +141,7 @@ def _from_optimizer(lr, momentum, weight_decay, optimizer, *, allow_momentum: bo
         if lr is None and need_lr:
             raise ValueError(f"{where}: lr is required (or pass optimizer=optax.sgd(lr, ...)).")
         return lr, momentum, weight_decay
-    if not (isinstance(momentum, (int, float)) and momentum == 0):
+    if not _checks.is_zero(momentum):
         raise ValueError("pass either momentum= or optimizer=, not both.")
     lin = _optim.linearize(optimizer)
     kind, mu = lin.hyper.get("kind"), lin.hyper.get("momentum", 0.0)
@@ -233,7 +233,7 @@ def _prepare_online(input_cov, label_noise_var, weight_decay, true_weights, inpu
 
 def _use_momentum(momentum) -> bool:
     """Static: plain SGD (closed-form pair factors) unless a non-zero momentum is given."""
-    if isinstance(momentum, (int, float)) and momentum == 0:
+    if _checks.is_zero(momentum):
         return False
     _checks.check_momentum(momentum)
     return True

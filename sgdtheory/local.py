@@ -249,9 +249,6 @@ def _pair_factor(k, flat, lr, momentum, use_momentum):
     return jnp.where(act[:, None] & act[None, :], phi, 0.0)
 
 
-def _is_zero(x) -> bool:
-    return isinstance(x, (int, float)) and x == 0
-
 
 def _d_op(dt, x):
     """:math:`\\frac1N\\sum_i D_i X D_i` for ``dt`` ``(N, P, P)``: two GEMMs, 2NP^3 flops."""
@@ -438,7 +435,7 @@ def stationary(loss: Callable[[Any, Any], jax.Array], params, examples, lr, batc
                               expansion=expansion)
         _checks.check_lr_below(lr, bound, "local.max_stable_lr (mean-square stability of the local "
                                "affine map, rho(E[M_B (x) M_B]) < 1)", "are not mean-square stable")
-    res, resid = _solve(expansion, lr, f, weight_decay, momentum, not _is_zero(momentum),
+    res, resid = _solve(expansion, lr, f, weight_decay, momentum, not _checks.is_zero(momentum),
                         float(flat_rtol), float(tol))
     rv = _checks.concrete_value(resid)
     if rv is not None and not rv <= max(100 * tol, 1e-9):
@@ -559,7 +556,7 @@ def max_stable_lr(loss: Callable[[Any, Any], jax.Array], params, examples, batch
     p = k.shape[0]
     if p == 0:
         return float("inf")
-    if _is_zero(momentum):
+    if _checks.is_zero(momentum):
         if p <= DENSE_BOUND_MAX_P:
             eye = jnp.eye(p, dtype=ht.dtype)[None]
             return float(mean_square_max_lr(ht + weight_decay * eye, batch_size,

@@ -54,7 +54,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -216,10 +216,6 @@ def usam(radius) -> LinearOptimizer:
     )
 
 
-def _is_zero(x) -> bool:
-    """Static test for a hyperparameter left at its default 0 (a Python/NumPy number)."""
-    return isinstance(x, (int, float, np.integer, np.floating)) and x == 0
-
 
 def with_sam(optimizer: LinearOptimizer, radius) -> LinearOptimizer:
     r"""Unnormalised SAM around any linear optimizer: it is fed :math:`\hat g(w + \rho P\hat g(w))`.
@@ -289,7 +285,7 @@ def _resolve(lr, momentum, nesterov, optimizer, sam_radius, dim, *, need_lr=True
             opt = sgd()
         else:
             opt = heavy_ball(momentum)
-    if not _is_zero(sam_radius):
+    if not _checks.is_zero(sam_radius):
         if jnp.ndim(sam_radius) != 0:
             raise ValueError(f"sam_radius must be a scalar; got shape {jnp.shape(sam_radius)}.")
         opt = with_sam(opt, sam_radius)

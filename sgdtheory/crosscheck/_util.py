@@ -11,21 +11,17 @@ question (the statistics of the survivors), so every row built from it fails, wi
 
 from __future__ import annotations
 
-import numpy as np
-
 from sgdtheory.crosscheck._registry import Comparison
 from sgdtheory.simulate import Stats, estimate
-from sgdtheory.simulate._compare import ALPHA, z_threshold
+from sgdtheory.simulate._compare import ALPHA, compare, z_threshold
 
 __all__ = ["ALPHA", "z_threshold", "compare_scalar", "compare_matrix"]
-
 
 def _diverged(stats: Stats, note: str):
     n = int(stats.diverged)
     if n == 0:
         return False, note
     return True, (note + "; " if note else "") + f"{n} replicas diverged: row invalid"
-
 
 def compare_scalar(quantity, params, theory, stats: Stats, fn, *, expect="agree", note="",
                    tail_index=None, moment_order=2):
@@ -37,28 +33,18 @@ def compare_scalar(quantity, params, theory, stats: Stats, fn, *, expect="agree"
                       z_max=z_threshold(max(stats.groups, 2)), note=note, tail_index=tail_index,
                       moment_order=moment_order)
 
-
 def compare_matrix(quantity, params, theory, stats: Stats, *, which="cov", expect="agree", note="",
                    tail_index=None):
     """Compare a theory covariance (or mean vector) entry-wise; report the worst-|z| entry.
 
-    The threshold is Bonferroni-corrected over the ``D(D+1)/2`` distinct entries.
+    The table is :func:`sgdtheory.simulate.compare`'s (``of=which``): the threshold is
+    Bonferroni-corrected over the ``D(D+1)/2`` distinct entries (``D`` for a mean).
     """
-    theory = np.asarray(theory)
-    if which == "cov":
-        sim, se = np.asarray(stats.cov), np.asarray(stats.cov_stderr)
-        iu = np.triu_indices(theory.shape[0])
-        t, s, e = theory[iu], sim[iu], se[iu]
-        labels = [f"[{i},{j}]" for i, j in zip(*iu)]
-    else:
-        t, s, e = theory, np.asarray(stats.mean), np.asarray(stats.mean_stderr)
-        labels = [f"[{i}]" for i in range(t.size)]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(e > 0, (s - t) / e, np.where(s == t, 0.0, np.inf))
-    k = int(np.argmax(np.abs(z)))
-    m = t.size
-    label = f"{quantity}{labels[k]}" + (f" (worst of {m})" if m > 1 else "")
+    of = "cov" if which == "cov" else "mean"
+    table = compare(theory, stats, of=of)
+    k, m = table.worst, len(table.labels)
+    label = f"{quantity}{table.labels[k][len(of):]}" + (f" (worst of {m})" if m > 1 else "")
     bad, note = _diverged(stats, note)
-    return Comparison(label, params, t[k], s[k], float("nan") if bad else e[k], expect=expect,
-                      z_max=z_threshold(max(stats.groups, 2), m), note=note,
-                      tail_index=None if which != "cov" else tail_index)
+    return Comparison(label, params, table.theory[k], table.simulation[k],
+                      float("nan") if bad else table.stderr[k], expect=expect, z_max=table.z_max,
+                      note=note, tail_index=tail_index if of == "cov" else None)

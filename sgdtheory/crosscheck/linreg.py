@@ -24,7 +24,8 @@ _U = np.array([1.0, -0.5])
 _B = np.array([[0.3, 0.1], [0.1, 0.2]])
 
 
-def _dataset(n=8, d=2, seed=0):
+def regression_dataset(n=8, d=2, seed=0):
+    """The fixed finite dataset of the linreg and local rows: N=8, D=2, teacher (1, -0.5), noise 0.5."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)) @ np.diag([1.0, 0.6])
     y = x @ _U + 0.5 * rng.normal(size=n)
@@ -127,7 +128,7 @@ def _online_mom(key, mode):
 
 def _data_rows(key, mode, s, lr_frac, sampling, replacement, params, wd=0.0):
     replicas, steps, burn = _budget(mode)
-    x, y = _dataset()
+    x, y = regression_dataset()
     bound = float(lr_theory.dataset_max_lr(x, s, replacement=replacement, weight_decay=wd))
     lr = lr_frac * bound
     th = lr_theory.dataset_stationary(x, y, lr, s, replacement=replacement, weight_decay=wd)
@@ -197,7 +198,7 @@ def _user_loss(w, example):
           "rules", tags=("linreg", "composable"))
 def _user_loss_rows(key, mode):
     replicas, steps, burn = _budget(mode)
-    x, y = _dataset()
+    x, y = regression_dataset()
     rows = []
     for sampling, s in (("with_replacement", 2), ("without_replacement", 3)):
         replacement = sampling == "with_replacement"

@@ -18,6 +18,7 @@ import optax
 
 from sgdtheory import linreg, local, quadratic, simulate
 from sgdtheory.crosscheck._registry import register
+from sgdtheory.crosscheck.linreg import regression_dataset
 from sgdtheory.crosscheck._util import compare_matrix, compare_scalar
 
 
@@ -54,9 +55,7 @@ def _lin_loss(p, ex):
           "minibatch_sgd, both sampling rules", tags=("local",))
 def _linear(key, mode):
     replicas, steps, burn = _budget(mode)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(8, 2)) @ np.diag([1.0, 0.6])
-    y = x @ np.array([1.0, -0.5]) + 0.5 * rng.normal(size=8)
+    x, y = regression_dataset()  # the dataset of the linreg rows
     ex = (jnp.asarray(x), jnp.asarray(y))
     params = {"w": jnp.zeros(2)}
     rows = []

@@ -25,13 +25,14 @@ __all__ = ["Program", "trace"]
 class Program:
     """The static half of a traced callable: its jaxpr and pytree structures (hashable by text)."""
 
-    __slots__ = ("jaxpr", "in_tree", "out_tree", "const_avals", "_key")
+    __slots__ = ("jaxpr", "in_tree", "out_tree", "const_avals", "out_shape", "_key")
 
-    def __init__(self, jaxpr, in_tree, out_tree, const_avals):
+    def __init__(self, jaxpr, in_tree, out_tree, const_avals, out_shape=None):
         self.jaxpr = jaxpr
         self.in_tree = in_tree
         self.out_tree = out_tree
         self.const_avals = const_avals
+        self.out_shape = out_shape  # shape/dtype pytree of the output (not part of the key)
         self._key = (str(jaxpr), in_tree, out_tree, const_avals)
 
     def __hash__(self):
@@ -71,4 +72,4 @@ def trace(fn: Callable, *example_args: Any, what: str = "function") -> tuple[Pro
     consts = tuple(closed.consts)
     avals = tuple((tuple(getattr(c, "shape", ())), str(getattr(c, "dtype", type(c).__name__)))
                   for c in consts)
-    return Program(closed.jaxpr, in_tree, out_tree, avals), consts
+    return Program(closed.jaxpr, in_tree, out_tree, avals, out_shape), consts

@@ -26,8 +26,7 @@ from sgdtheory._linalg import psd_sqrt
 from sgdtheory.simulate._engine import Stats
 from sgdtheory.simulate.data import SAMPLING_RULES, Dataset, Online
 from sgdtheory.simulate.minibatch import minibatch_sgd
-from sgdtheory.simulate.optimizers import build_optimizer
-from sgdtheory.simulate.quadratic import check_optimizer_alone
+from sgdtheory.simulate.optimizers import preset_optimizer
 
 __all__ = ["linreg_sgd", "online_linreg_sgd", "SAMPLING_RULES", "squared_loss", "squared_loss_gradient", "gaussian_teacher"]
 
@@ -45,23 +44,6 @@ def squared_loss_gradient(w, batch):
     ``jax.grad`` of the batch mean to rounding (tested)."""
     x, y = batch
     return (x @ w - y) @ x / x.shape[0]
-
-
-def _optimizer(lr, momentum, weight_decay, optimizer):
-    """The presets' optax chain with every number as an array (a sweep does not recompile)."""
-    if optimizer is None:
-        if lr is None or jnp.ndim(lr) != 0:
-            raise ValueError("lr must be a scalar (or pass an optax optimizer).")
-        _checks.check_positive("lr", lr)
-        _checks.check_momentum(momentum)
-        lr = jnp.asarray(lr, float)
-    else:
-        check_optimizer_alone(lr, momentum)
-    zero = lambda v: isinstance(v, (int, float)) and v == 0
-    return build_optimizer(lr, momentum=momentum if zero(momentum) else jnp.asarray(momentum, float),
-                           weight_decay=weight_decay if zero(weight_decay)
-                           else jnp.asarray(weight_decay, float),
-                           optimizer=optimizer)
 
 
 def linreg_sgd(key, inputs, targets, lr, batch_size, *, steps: int, replicas: int, burn_in: int,
@@ -106,7 +88,8 @@ def linreg_sgd(key, inputs, targets, lr, batch_size, *, steps: int, replicas: in
     _checks.check_key(key)
     x, y = _checks.check_dataset(inputs, targets)
     d = x.shape[1]
-    opt = _optimizer(lr, momentum, weight_decay, optimizer)
+    opt = preset_optimizer(lr, momentum=momentum, weight_decay=weight_decay,
+                           optimizer=optimizer)
     w0 = jnp.zeros(d) if init is None else _checks.check_vector("init", init, d)
     dtype = jnp.dtype(dtype)
     return minibatch_sgd(
@@ -165,7 +148,8 @@ def online_linreg_sgd(key, input_cov, w_star, lr, batch_size, *, label_noise_var
     _checks.check_nonnegative("label_noise_var", label_noise_var)
     if jnp.ndim(label_noise_var) != 0:
         raise ValueError("label_noise_var must be a scalar.")
-    opt = _optimizer(lr, momentum, weight_decay, optimizer)
+    opt = preset_optimizer(lr, momentum=momentum, weight_decay=weight_decay,
+                           optimizer=optimizer)
     w0 = u if init is None else _checks.check_vector("init", init, d)
     dtype = jnp.dtype(dtype)
     source = gaussian_teacher(a, u, label_noise_var, input_noise_cov=b, dtype=dtype)

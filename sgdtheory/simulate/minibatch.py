@@ -23,6 +23,7 @@ static: changing them recompiles.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, Callable, NamedTuple
 
@@ -190,7 +191,7 @@ def minibatch_sgd(
     params = jax.tree_util.tree_map(
         lambda a: jnp.asarray(a, dtype) if dtype is not None else jnp.asarray(a), params)
     opt_state = optimizer.init(params)
-    use_sam = not (isinstance(sam_radius, (int, float)) and sam_radius == 0)
+    use_sam = not _checks.is_zero(sam_radius)
     k_shape = jax.eval_shape(lambda k: k, key)
     model, consts = build_model(
         loss, params, opt_state, data, n, optimizer, observe=observe, gradient=gradient,
@@ -209,8 +210,6 @@ def minibatch_sgd(
 def _draw_sizes(steps, block, record_every=None):
     """Step counts the engine asks a block noise source for (see ``_engine.advance``)."""
     if record_every is not None:
-        import math
-
         b = math.gcd(block, record_every)
         tail = steps - (steps // record_every) * record_every
         return tuple(sorted({b} | ({record_every % b} - {0}) | ({tail % b} - {0})))
@@ -231,14 +230,14 @@ def build_model(loss, params, opt_state, data, n, optimizer, *, observe, gradien
         grad_p, consts["gradient"] = trace(gradient, params, batch_shape, what="gradient")
     else:
         loss_p, consts["loss"] = trace(loss, params, ex_shape, what="loss")
-        out = jax.eval_shape(loss_p.bind(consts["loss"]), params, ex_shape)
+        out = loss_p.out_shape
         if getattr(out, "shape", None) != ():
             raise ValueError(f"loss(params, example) must return a scalar; got shape "
                              f"{getattr(out, 'shape', out)}.")
     upd_p, consts["update"] = trace(optimizer.update, params, opt_state, params,
                                     what="optimizer.update")
     obs_p, consts["observe"] = trace(observe or _default_observe, params, opt_state, what="observe")
-    out = jax.eval_shape(obs_p.bind(consts["observe"]), params, opt_state)
+    out = obs_p.out_shape
     if not hasattr(out, "shape") or len(out.shape) != 1:
         raise ValueError("observe(params, opt_state) must return a 1-D vector; got "
                          f"{getattr(out, 'shape', out)}.")

@@ -21,7 +21,7 @@ from sgdtheory._linalg import psd_sqrt
 from sgdtheory.simulate._engine import Stats, warn_divergence
 from sgdtheory.simulate.data import Online
 from sgdtheory.simulate.minibatch import minibatch_sgd
-from sgdtheory.simulate.optimizers import build_optimizer
+from sgdtheory.simulate.optimizers import preset_optimizer
 
 __all__ = ["quadratic_sgd", "draw_noise", "NOISE_KINDS", "PRNG_IMPLS", "NoiseLawWarning"]
 
@@ -185,13 +185,6 @@ def quadratic_sgd(
     if c.shape != h.shape:
         raise ValueError(f"noise_cov has shape {tuple(c.shape)} but hessian has {tuple(h.shape)}.")
     _checks.check_psd("noise_cov", c)
-    if optimizer is None:
-        if lr is None or jnp.ndim(lr) != 0:
-            raise ValueError("lr must be a scalar (or pass an optax optimizer).")
-        _checks.check_positive("lr", lr)
-        _checks.check_momentum(momentum)
-    else:
-        check_optimizer_alone(lr, momentum, nesterov)
     _checks.check_nonnegative("sam_radius", sam_radius)
     if noise not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {NOISE_KINDS}; got {noise!r}.")
@@ -227,14 +220,11 @@ def quadratic_sgd(
 
     # Every number enters as an array captured by the callables below, so a sweep over lr,
     # momentum, weight decay, H, C or the SAM radius reuses one compiled simulator.
-    opt = build_optimizer(
-        None if optimizer is not None else jnp.asarray(lr, float),
-        momentum=momentum if _is_zero(momentum) else jnp.asarray(momentum, float),
-        nesterov=nesterov, preconditioner=None if p is None else p.astype(dtype),
-        optimizer=optimizer)
+    opt = preset_optimizer(lr, momentum=momentum, nesterov=nesterov, optimizer=optimizer,
+                           preconditioner=None if p is None else p.astype(dtype))
     gradient = _quadratic_gradient(h.astype(dtype), ws.astype(dtype),
-                                   None if _is_zero(weight_decay) else jnp.asarray(weight_decay, dtype),
-                                   None if _is_zero(sam_radius) else jnp.asarray(sam_radius, dtype),
+                                   None if _checks.is_zero(weight_decay) else jnp.asarray(weight_decay, dtype),
+                                   None if _checks.is_zero(sam_radius) else jnp.asarray(sam_radius, dtype),
                                    None if p is None else p.astype(dtype))
     chol = psd_sqrt(c).astype(noise_dtype)
     stats = minibatch_sgd(
@@ -248,25 +238,10 @@ def quadratic_sgd(
         first_passage=first_passage, statistics=statistics)
     hint = None
     if (_checks.is_concrete(stats.diverged) and int(stats.diverged) > 0 and optimizer is None
-            and p is None and _is_zero(sam_radius)):
+            and p is None and _checks.is_zero(sam_radius)):
         hint = _sgd_bound_hint(h, lr, momentum, nesterov, weight_decay)
     warn_divergence(stats, divergence_threshold, on_divergence, hint)
     return stats
-
-
-def _is_zero(x) -> bool:
-    return isinstance(x, (int, float)) and x == 0
-
-
-def check_optimizer_alone(lr, momentum=0.0, nesterov=False):
-    """An optax ``optimizer=`` carries its own learning rate and momentum: refuse the keywords."""
-    if lr is not None:
-        raise ValueError("pass either lr (with momentum=, nesterov=) or an optax optimizer=, not "
-                         f"both: the optimizer carries its own learning rate (got lr={lr!r}). Use "
-                         "lr=None with optimizer=.")
-    if not _is_zero(momentum) or nesterov:
-        raise ValueError("momentum= and nesterov= configure the default optax.sgd; with "
-                         "optimizer= build them into it (optax.sgd(lr, momentum, nesterov=True)).")
 
 
 def _sgd_bound_hint(h, lr, momentum, nesterov, weight_decay):
