@@ -54,6 +54,9 @@ __all__ = [
     "tail_index",
     "lyapunov_exponent",
     "dataset_tail_index",
+    "dataset_tail_index_mc",
+    "online_tail_index_mc",
+    "TailIndexEstimate",
     "online_fourth_moment",
     "online_kurtosis",
     "online_second_moment_1d",
@@ -78,8 +81,8 @@ def _isotropic(input_cov):
             raise ValueError(
                 "the exact tail index is implemented for isotropic Gaussian inputs A = a*I only "
                 "(the reduction to (1-cR)^2 + c^2 R Q needs rotation invariance); got an "
-                "anisotropic input_cov.  For general A use the mean-square bound "
-                "(linreg.online_max_lr) and simulate the tail.")
+                "anisotropic input_cov.  For general A, linreg.online_tail_index_mc estimates "
+                "it (Monte Carlo, with a standard error).")
     else:
         raise ValueError(f"input_cov must be a scalar or a square (d, d) matrix; got shape "
                          f"{arr.shape}.")
@@ -525,8 +528,9 @@ def dataset_tail_index(inputs, targets, lr, batch_size=1, *, sampling="with_repl
         x = x[:, 0]
     if x.ndim != 1:
         raise ValueError("dataset_tail_index supports 1-D inputs only ((N,) or (N, 1)); for d > 1 "
-                         f"the tail index of a product of random matrices is not implemented; got "
-                         f"shape {np.shape(inputs)}.")
+                         f"the tail index of a product of random matrices has no closed route; "
+                         f"linreg.dataset_tail_index_mc estimates it (Monte Carlo, with a standard "
+                         f"error); got shape {np.shape(inputs)}.")
     y = np.asarray(targets, dtype=float)
     if y.shape != x.shape:
         raise ValueError(f"targets must have shape {x.shape}; got {y.shape}.")
@@ -573,6 +577,225 @@ def dataset_tail_index(inputs, targets, lr, batch_size=1, *, sampling="with_repl
         return float(special.logsumexp(logp + beta * logm))
 
     return float(_kesten_root(f, 1.0))
+
+
+# ----------------------------------------------------------- Monte Carlo: products of matrices
+
+
+class TailIndexEstimate(NamedTuple):
+    """A Monte Carlo tail index: ``tail_index`` ± ``stderr`` (from ``repeats`` independent
+    population runs, ``estimates``), labelled by ``method``."""
+
+    tail_index: float
+    stderr: float
+    estimates: np.ndarray
+    method: str
+
+
+@functools.partial(jax.jit, static_argnames=("sample_m", "d", "particles", "steps", "burn_in"))
+def _moment_rate(keys, beta, sample_m, d, particles, steps, burn_in):
+    """Population-dynamics estimate of h(beta) = lim (1/n) log E||M_n...M_1 u||^beta, one per key.
+
+    Each particle carries a direction u; per step it is mapped by a fresh multiplier, weighted by
+    ||Mu||^beta and renormalised; systematic resampling by weight keeps the population on the
+    beta-tilted direction law.  h is the time average of log(mean weight) after ``burn_in``."""
+
+    def one(key, b):
+        k0, ks = jax.random.split(key)
+        u = jax.random.normal(k0, (particles, d))
+        u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+
+        def step(u, k):
+            k1, k2 = jax.random.split(k)
+            v = jnp.einsum("pij,pj->pi", sample_m(k1, particles), u)
+            nrm = jnp.maximum(jnp.linalg.norm(v, axis=1), jnp.finfo(v.dtype).tiny)
+            logw = b * jnp.log(nrm)
+            top = jnp.max(logw)
+            w = jnp.exp(logw - top)
+            cum = jnp.cumsum(w)
+            pos = (jax.random.uniform(k2, dtype=v.dtype) + jnp.arange(particles)) / particles
+            idx = jnp.minimum(jnp.searchsorted(cum / cum[-1], pos), particles - 1)
+            return (v / nrm[:, None])[idx], top + jnp.log(jnp.mean(w))
+
+        _, rates = jax.lax.scan(step, u, jax.random.split(ks, steps))
+        return jnp.mean(rates[burn_in:])
+
+    return jax.vmap(one)(keys, beta)
+
+
+def _mc_tail_index(key, sample_m, d, *, particles, steps, burn_in, repeats, max_beta=1024.0,
+                   rtol=1e-4) -> TailIndexEstimate:
+    """Root of the estimated h(beta) for each of ``repeats`` independent keys (common random
+    numbers across beta within a key), by a vectorised Illinois (regula falsi) iteration."""
+    for name, v, lo in (("particles", particles, 2), ("steps", steps, 2), ("repeats", repeats, 2)):
+        if isinstance(v, bool) or int(v) != v or int(v) < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}.")
+    if isinstance(burn_in, bool) or int(burn_in) != burn_in or not 0 <= int(burn_in) < int(steps):
+        raise ValueError(f"burn_in must be an integer in [0, steps); got {burn_in!r}.")
+    keys = jax.random.split(key, int(repeats))
+    n = int(repeats)
+
+    def h(beta):
+        return np.asarray(_moment_rate(keys, jnp.asarray(beta, dtype=float), sample_m, d,
+                                       int(particles), int(steps), int(burn_in)))
+
+    method = "Monte Carlo (population dynamics)"
+    small = np.full(n, 1e-3)
+    if np.mean(h(small)) >= 0:   # slope at 0 is the Lyapunov exponent: no stationary law
+        return TailIndexEstimate(0.0, 0.0, np.zeros(n), method)
+    lo, hi = small.copy(), np.full(n, 2.0)
+    f_lo, f_hi = h(lo), h(hi)
+    while np.any(f_hi < 0):
+        grow = f_hi < 0
+        if np.any(hi[grow] >= max_beta):
+            return TailIndexEstimate(math.inf, 0.0, np.full(n, math.inf), method)
+        lo, f_lo = np.where(grow, hi, lo), np.where(grow, f_hi, f_lo)
+        hi = np.where(grow, 2 * hi, hi)
+        f_hi = np.where(grow, h(hi), f_hi)
+    side = np.zeros(n)
+    for _ in range(100):   # Illinois: regula falsi that halves the stale end's value
+        mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        f_mid = h(mid)
+        left = f_mid < 0
+        f_hi = np.where(~left & (side == -1), f_hi, f_hi)
+        f_lo = np.where(left, f_mid, np.where(side == 1, f_lo / 2, f_lo))
+        f_hi = np.where(left, np.where(side == -1, f_hi / 2, f_hi), f_mid)
+        side = np.where(left, -1, 1)
+        lo, hi = np.where(left, mid, lo), np.where(left, hi, mid)
+        if np.all(hi - lo <= rtol * hi):
+            break
+    roots = 0.5 * (lo + hi)
+    return TailIndexEstimate(float(np.mean(roots)), float(np.std(roots, ddof=1) / math.sqrt(n)),
+                             roots, method)
+
+
+def online_tail_index_mc(key, input_cov, lr, batch_size, *, particles=2048, steps=300,
+                         burn_in=60, repeats=8) -> TailIndexEstimate:
+    r"""Monte Carlo tail index of online SGD on linear regression with **any** Gaussian input
+    covariance :math:`A` (anisotropic included) -- an estimate with a standard error, not exact.
+
+    ``linreg.online_tail_index_mc``.  The error obeys :math:`e' = M e + \text{noise}` with i.i.d.
+    :math:`M = I - \frac{\lambda}{S}\sum_{i\le S}x_ix_i^\top`, :math:`x_i\sim\mathcal N(0, A)`;
+    the Kesten--Goldie index (Kesten 1973; for matrices, Alsmeyer & Mentemeier 2012) is the
+    positive root of
+
+    .. math:: h(\beta) = \lim_{n\to\infty}\frac1n\log E\|M_n\cdots M_1u\|^\beta = 0 .
+
+    Without rotation invariance :math:`h` is not a one-step expectation (that is what makes the
+    isotropic :func:`tail_index` exact), so it is estimated by population dynamics: ``particles``
+    directions are propagated by fresh multipliers, weighted by :math:`\|Mu\|^\beta` and resampled,
+    and :math:`h` is the time-average log mean weight (the log of the top eigenvalue of the
+    :math:`\beta`-tilted transfer operator).  Each of ``repeats`` independent runs gives a root;
+    the result is their mean with the standard error of the mean.  The finite population biases
+    :math:`h` by :math:`O(1/\text{particles})`, more for larger :math:`\beta` (heavier weights):
+    measured at the exact isotropic root :math:`\beta = 4` (``d = 3``), the estimate is high by
+    ~0.3 % with the default 2048 particles and by 2.7 % with 512.  The tests check it against the
+    exact isotropic root and the exact 1-D finite-dataset root within 4.5 SE.
+
+    Args:
+      key: a JAX PRNG key.
+      input_cov: ``(d, d)`` symmetric positive semi-definite :math:`A` (or a scalar for 1-D).
+      lr, batch_size: :math:`\lambda > 0`, ``S >= 1``.
+      particles, steps, burn_in, repeats: the Monte Carlo sizes (cost ~ repeats x particles x
+        steps x d^2 per evaluation of h, ~10-20 evaluations).
+
+    Returns:
+      :class:`TailIndexEstimate`; ``tail_index`` 0 when the estimated Lyapunov exponent is
+      :math:`\ge 0` (no stationary law), ``inf`` when :math:`h<0` up to :math:`\beta = 1024`.
+
+    Example:
+      >>> est = online_tail_index_mc(jax.random.key(0), jnp.diag(jnp.array([1.0, 0.3])), 0.8, 2,
+      ...                            particles=256, steps=100, burn_in=20, repeats=2)
+      >>> bool(2.0 < est.tail_index < 20.0)
+      True
+    """
+    a = jnp.asarray(input_cov, dtype=float)
+    if a.ndim == 0:
+        a = a.reshape(1, 1)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"input_cov must be a scalar or a square (d, d) matrix; got shape "
+                         f"{np.shape(input_cov)}.")
+    from sgdtheory import _checks
+
+    _checks.check_symmetric("input_cov", a)
+    _checks.check_psd("input_cov", a)
+    lr = _lr(lr)
+    s = _batch(batch_size)
+    d = int(a.shape[0])
+    w, v = jnp.linalg.eigh(a)
+    root_a = v * jnp.sqrt(jnp.clip(w, 0.0))[None, :]
+
+    def sample_m(k, p):
+        x = jax.random.normal(k, (p, s, d)) @ root_a.T
+        return jnp.eye(d)[None] - (lr / s) * jnp.einsum("psi,psj->pij", x, x)
+
+    return _mc_tail_index(key, _Hashable(sample_m, ("online", np.asarray(a).tobytes(), lr, s)), d,
+                          particles=particles, steps=steps, burn_in=burn_in, repeats=repeats)
+
+
+def dataset_tail_index_mc(key, inputs, lr, batch_size=1, *, sampling="with_replacement",
+                          particles=2048, steps=300, burn_in=60, repeats=8) -> TailIndexEstimate:
+    r"""Monte Carlo tail index of SGD on a finite dataset in any dimension ``d``.
+
+    ``linreg.dataset_tail_index_mc``.  The multipliers are :math:`M_B = I - \lambda\hat H_B`,
+    :math:`\hat H_B = \frac1S\sum_{i\in B}x_ix_i^\top` with :math:`B` drawn by ``sampling``;
+    :math:`\beta` is the root of :math:`h(\beta)=0` as in :func:`online_tail_index_mc` (same
+    estimator, same caveats).  For 1-D data :func:`dataset_tail_index` is exact.  If every
+    :math:`\|M_B\|\le 1` -- certain when :math:`\lambda\max_i\|x_i\|^2\le 2` -- the law is bounded
+    and this returns ``inf`` without simulating.
+
+    Args:
+      key: a JAX PRNG key.
+      inputs: ``(N, d)``.
+      lr, batch_size: :math:`\lambda > 0`; ``S`` (``S <= N`` without replacement).
+      sampling: ``"with_replacement"`` (default) or ``"without_replacement"``.
+      particles, steps, burn_in, repeats: as :func:`online_tail_index_mc`.
+    """
+    x = np.asarray(inputs, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"inputs must be (N, d); got shape {np.shape(inputs)}.")
+    lr = _lr(lr)
+    s = _batch(batch_size)
+    n, d = x.shape
+    if sampling not in ("with_replacement", "without_replacement"):
+        raise ValueError("sampling must be 'with_replacement' or 'without_replacement'; got "
+                         f"{sampling!r}.")
+    if sampling == "without_replacement" and s > n:
+        raise ValueError(f"batch_size {s} > N = {n} without replacement.")
+    method = "Monte Carlo (population dynamics)"
+    if lr * float(np.max(np.sum(x * x, axis=1))) <= 2.0:
+        return TailIndexEstimate(math.inf, 0.0, np.full(int(repeats), math.inf), method)
+    xs = jnp.asarray(x)
+
+    def sample_m(k, p):
+        if sampling == "with_replacement":
+            idx = jax.random.randint(k, (p, s), 0, n)
+        else:
+            idx = jnp.argsort(jax.random.uniform(k, (p, n)), axis=1)[:, :s]
+        xb = xs[idx]
+        return jnp.eye(d)[None] - (lr / s) * jnp.einsum("psi,psj->pij", xb, xb)
+
+    return _mc_tail_index(key, _Hashable(sample_m, ("dataset", x.tobytes(), lr, s, sampling)), d,
+                          particles=particles, steps=steps, burn_in=burn_in, repeats=repeats)
+
+
+class _Hashable:
+    """A sampler closure hashed by the data that defines it (so jit's static-argument cache hits
+    for repeated calls with the same problem instead of recompiling)."""
+
+    def __init__(self, fn, ident):
+        self.fn, self.ident = fn, ident
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __hash__(self):
+        return hash(self.ident)
+
+    def __eq__(self, other):
+        return isinstance(other, _Hashable) and self.ident == other.ident
 
 
 # -------------------------------------------------------------------------------- 1-D moments
