@@ -11,6 +11,7 @@ Modules
     linreg          exact discrete-time SGD on linear regression: online and fixed finite data sets
     local           any JAX model near a minimum: per-example second-order expansion -> exact SGD moments
     escape          escape from a minimum: Kramers, exact 1-D mean first-passage times, SGD power laws
+    decentralized   DPSGD: exact consensus spread and stability on a quadratic; effective learning rate
     landscape       stationary laws under landscape-dependent noise (power-law tails, valleys)
     fokker_planck   Itô Fokker--Planck equation in 1-D and 2-D: stationary and time-dependent densities
     optim           one optimizer vocabulary: the optax transforms sgdtheory adds and the linearisation
@@ -44,6 +45,7 @@ X64_ENV_VAR = "SGDTHEORY_ENABLE_X64"
 if _os.environ.get(X64_ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off"):
     _jax.config.update("jax_enable_x64", True)
 
+from sgdtheory import decentralized  # noqa: E402
 from sgdtheory import escape, fokker_planck, landscape, linreg, local, noise, optim, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
 from sgdtheory.quadratic import (  # noqa: E402
     LinearOptimizer,
@@ -58,6 +60,7 @@ from sgdtheory.simulate import Stats  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "decentralized",
     "escape",
     "fokker_planck",
     "landscape",

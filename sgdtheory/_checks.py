@@ -33,6 +33,7 @@ __all__ = [
     "check_int",
     "check_key",
     "check_dataset",
+    "check_mixing",
 ]
 
 
@@ -268,3 +269,31 @@ def _fmt(v: Any) -> str:
     if v.ndim == 0:
         return f"{float(v):.4g}"
     return np.array2string(v, precision=4, threshold=6)
+
+
+def check_mixing(mixing, *, symmetric: bool = True, rtol: float = 1e-8) -> jax.Array:
+    r"""Validate a mixing matrix: square, finite, non-negative, rows and columns summing to 1.
+
+    ``symmetric=True`` (the theory's requirement: its spectral formulas use real eigenpairs with
+    :math:`u_0 = \mathbf 1/\sqrt n`) also demands :math:`W = W^\top`.  Value checks are eager
+    (skipped under ``jit``); the shape check always applies.  Returns ``W`` as a float array.
+    """
+    w = as_float_array(mixing)
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 1:
+        raise ValueError(f"mixing must be a square (n, n) matrix; got shape {tuple(w.shape)}.")
+    v = concrete_value(w)
+    if v is None:
+        return w
+    if not np.all(np.isfinite(v)):
+        raise ValueError("mixing contains NaN or infinite entries.")
+    if np.any(v < -rtol):
+        raise ValueError(f"mixing must be non-negative; its smallest entry is {v.min():.4g}.")
+    rows, cols = v.sum(axis=1), v.sum(axis=0)
+    if np.max(np.abs(rows - 1)) > rtol or np.max(np.abs(cols - 1)) > rtol:
+        raise ValueError(
+            "mixing must be doubly stochastic (every row and every column sums to 1); row sums "
+            f"{np.array2string(rows, precision=4, threshold=6)}, column sums "
+            f"{np.array2string(cols, precision=4, threshold=6)}.")
+    if symmetric:
+        check_symmetric("mixing", w, rtol)
+    return w

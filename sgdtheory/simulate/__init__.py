@@ -28,6 +28,7 @@ from sgdtheory.simulate._engine import (
 )
 from sgdtheory.simulate.data import SAMPLING_RULES, Dataset, Online
 from sgdtheory.simulate.minibatch import minibatch_sgd
+from sgdtheory.simulate.dpsgd import dpsgd
 from sgdtheory.simulate.linreg import linreg_sgd, online_linreg_sgd
 from sgdtheory.simulate.optimizers import build_optimizer, pnm, precondition
 from sgdtheory.simulate.quadratic import NOISE_KINDS, NoiseLawWarning, draw_noise, quadratic_sgd
@@ -61,6 +62,7 @@ __all__ = [
     "check_key",
     "compare",
     "default_groups",
+    "dpsgd",
     "draw_noise",
     "escape_times",
     "estimate",
