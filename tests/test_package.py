@@ -1,6 +1,7 @@
 """Package-level behaviour: the float64 policy (in fresh subprocesses) and the crosscheck CLI."""
 
 import json
+import pathlib
 import math
 import os
 import subprocess
@@ -116,3 +117,32 @@ def test_benchmarks_help_names_the_parts_and_rejects_unknown_ones():
     bad = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "a,z"], cwd=root,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown part(s) 'z'" in bad.stderr and "KeyError" not in bad.stderr
+
+
+def test_gpu_benchmark_writes_its_table_between_markers(tmp_path):
+    """benchmarks/gpu.py's --write replaces its own block and nothing else (the run itself is
+    exercised by the slow test below and, on a GPU, by benchmarks/gpu.sh)."""
+    import importlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    try:
+        gpu = importlib.import_module("benchmarks.gpu")
+    finally:
+        sys.path.remove(str(root))
+    page = tmp_path / "perf.md"
+    page.write_text("# Performance\n\ntext before\n")
+    gpu.write(page, "first table\n")
+    gpu.write(page, "second table\n")
+    text = page.read_text()
+    assert text.count(gpu.BEGIN) == 1 and "second table" in text and "first table" not in text
+    assert text.startswith("# Performance\n\ntext before\n")
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_tiny_on_cpu():
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run(["bash", "benchmarks/gpu.sh", "--tiny"], cwd=root, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "quadratic_sgd noise='gaussian'" in out.stdout and "stationary_covariance" in out.stdout
