@@ -10,6 +10,7 @@ Modules
     noise           per-sample gradients and exact minibatch-noise covariances (with/without replacement)
     linreg          exact discrete-time SGD on linear regression: online and fixed finite data sets
     local           any JAX model near a minimum: per-example second-order expansion -> exact SGD moments
+    label_noise     label-noise SGD: the two diffusions, the product model's imbalance, the implicit regulariser
     escape          escape from a minimum: Kramers, exact 1-D mean first-passage times, SGD power laws
     decentralized   DPSGD: exact consensus spread and stability on a quadratic; effective learning rate
     landscape       stationary laws under landscape-dependent noise (power-law tails, valleys)
@@ -47,6 +48,7 @@ if _os.environ.get(X64_ENV_VAR, "1").strip().lower() not in ("0", "false", "no",
 
 from sgdtheory import decentralized  # noqa: E402
 from sgdtheory import escape, fokker_planck, landscape, linreg, local, noise, optim, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
+from sgdtheory import label_noise  # noqa: E402
 from sgdtheory.quadratic import (  # noqa: E402
     LinearOptimizer,
     covariance_after,
@@ -63,6 +65,7 @@ __all__ = [
     "decentralized",
     "escape",
     "fokker_planck",
+    "label_noise",
     "landscape",
     "X64_ENV_VAR",
     "LinearOptimizer",

@@ -101,7 +101,8 @@ class DatasetStationary(NamedTuple):
       param_mean: ``(D,)`` stationary mean (ridge solution; minimum-norm OLS when rank-deficient).
       param_cov: ``(D, D)`` stationary covariance.
       noise_cov: ``(D, D)`` stationary-averaged per-step gradient-noise covariance.
-      train_loss: :math:`\\mathbb E[\\frac1N\\sum_i\\tfrac12(x_i^\\top w - y_i)^2]` (no L2 penalty).
+      train_loss: :math:`\\mathbb E[\\frac1N\\sum_i\\tfrac12(x_i^\\top w - y_i)^2]` (no L2 penalty;
+        on the stored targets: without label noise).
     """
 
     param_mean: jax.Array
@@ -599,7 +600,7 @@ def dataset_max_lr(inputs, batch_size, *, sampling=None, replacement=None, weigh
 
 
 def dataset_stationary(inputs, targets, lr=None, batch_size=None, *, sampling=None, replacement=None,
-                       weight_decay=0.0, optimizer=None) -> DatasetStationary:
+                       weight_decay=0.0, optimizer=None, label_noise_var=0.0) -> DatasetStationary:
     r"""Exact stationary mean and covariance of SGD on a fixed finite dataset (any ``N >= 1``).
 
     With :math:`\hat H = X^\top X/N`, :math:`\hat H_\gamma = \hat H+\gamma I`, mean
@@ -616,6 +617,19 @@ def dataset_stationary(inputs, targets, lr=None, batch_size=None, *, sampling=No
     input (``N < D`` without weight decay) do not move; their covariance is reported as 0 (SGD
     started at the mean). ``train_loss`` :math:`= \tfrac12[\frac1N\sum r_i^2 + \mathrm{tr}(\hat H\Sigma)]`.
 
+    **Label noise** (``label_noise_var`` :math:`=\sigma^2`; exact, derived in
+    ``docs/theory/label_noise.md``): every sampled example gets a fresh target
+    :math:`y_i + \varepsilon`, :math:`\mathbb E\varepsilon = 0`, :math:`\operatorname{Var}\varepsilon
+    = \sigma^2`, independently for each of the ``S`` slots of the batch and each step (a repeated
+    index gets its own draw). The step gains :math:`\frac\lambda S\sum_b x_b\varepsilon_b`, which is
+    uncorrelated with everything else and has covariance :math:`\frac{\lambda^2\sigma^2}{S^2}
+    \mathbb E\sum_b x_bx_b^\top = \frac{\lambda^2\sigma^2}{S}\hat H` for *both* sampling rules (each
+    slot is marginally uniform), so :math:`C(\Sigma)` gains :math:`\frac{\sigma^2}{S}\hat H` (included
+    in ``noise_cov``); the mean and :func:`dataset_max_lr` do not change. ``train_loss`` stays the
+    loss on the stored (noiseless) targets ``y``; the loss on noisy targets is larger by
+    :math:`\sigma^2/2`. The two-diffusion form (Xiong et al. 2023, arXiv:2304.00320) is
+    :func:`sgdtheory.label_noise.diffusions`.
+
     Args:
       inputs: ``(N, D)``.
       targets: ``(N,)``.
@@ -628,16 +642,21 @@ def dataset_stationary(inputs, targets, lr=None, batch_size=None, *, sampling=No
       optimizer: instead of ``lr``/``weight_decay``: ``optax.sgd(lr)``, optionally after
         ``optax.add_decayed_weights(gamma)`` (``lr`` then omitted; a factory takes ``lr``).  Only
         plain SGD: momentum raises ``ValueError`` (the finite-dataset algebra is derived for it).
+      label_noise_var: :math:`\sigma^2 \ge 0`, variance of the fresh label noise (default 0).
 
     Raises:
-      ValueError: shape mismatch, ``batch_size > N`` without replacement, or (concrete)
-        ``lr >= dataset_max_lr`` (value in the message).
+      ValueError: shape mismatch, ``batch_size > N`` without replacement, negative or non-scalar
+        ``label_noise_var``, or (concrete) ``lr >= dataset_max_lr`` (value in the message).
 
     References:
       Ziyin, Liu, Mori & Ueda (2022), Prop. 1/8 (noise, both sampling rules), Thm 6 (its
-      high-dimensional approximation); Wu, Ma & E (2018) (stability).
+      high-dimensional approximation); Wu, Ma & E (2018) (stability); Xiong et al. (2023),
+      arXiv:2304.00320 (label noise as a second diffusion).
     """
     replacement = resolve_sampling(sampling, replacement)
+    if jnp.ndim(label_noise_var) != 0:
+        raise ValueError("label_noise_var must be a scalar.")
+    _checks.check_nonnegative("label_noise_var", label_noise_var)
     lr, _, weight_decay = _from_optimizer(lr, 0.0, weight_decay, optimizer, allow_momentum=False,
                                           where="dataset_stationary")
     x, y = _prepare_dataset(inputs, targets)
@@ -665,6 +684,8 @@ def dataset_stationary(inputs, targets, lr=None, batch_size=None, *, sampling=No
     t_op = t_op.reshape(d * d, d * d)
     rhs = lam**2 * f * (jnp.einsum("n,ni,nj->ij", r**2, xt, xt) / n
                         - weight_decay**2 * jnp.outer(mt, mt))
+    label = label_noise_var / batch_size * hd  # fresh label noise: sigma^2/S * H (both rules)
+    rhs = rhs + lam**2 * label
     mask = jnp.outer(active, active).reshape(-1)
     op = jnp.eye(d * d) - t_op
     op = jnp.where(mask[:, None] & mask[None, :], op, jnp.eye(d * d))
@@ -673,7 +694,7 @@ def dataset_stationary(inputs, targets, lr=None, batch_size=None, *, sampling=No
     sig_t = 0.5 * (sig_t + sig_t.T)
     quad = jnp.einsum("ni,ij,nj->n", xt, sig_t, xt)
     noise_t = f * (jnp.einsum("n,ni,nj->ij", quad + r**2, xt, xt) / n - hd @ sig_t @ hd
-                   - weight_decay**2 * jnp.outer(mt, mt))
+                   - weight_decay**2 * jnp.outer(mt, mt)) + label
     train = 0.5 * (jnp.mean(r**2) + jnp.sum(e * jnp.diag(sig_t)))
     rot = lambda z: vecs @ z @ vecs.T  # noqa: E731
     return DatasetStationary(param_mean=vecs @ mt, param_cov=rot(sig_t), noise_cov=rot(noise_t),

@@ -28,7 +28,8 @@ from sgdtheory.simulate.data import SAMPLING_RULES, Dataset, Online
 from sgdtheory.simulate.minibatch import minibatch_sgd
 from sgdtheory.simulate.optimizers import preset_optimizer
 
-__all__ = ["linreg_sgd", "online_linreg_sgd", "SAMPLING_RULES", "squared_loss", "squared_loss_gradient", "gaussian_teacher"]
+__all__ = ["linreg_sgd", "online_linreg_sgd", "SAMPLING_RULES", "squared_loss", "squared_loss_gradient", "gaussian_teacher",
+           "noisy_dataset"]
 
 
 def squared_loss(w, example):
@@ -47,8 +48,8 @@ def squared_loss_gradient(w, batch):
 
 
 def linreg_sgd(key, inputs, targets, lr, batch_size, *, steps: int, replicas: int, burn_in: int,
-               sampling: str = "with_replacement", weight_decay=0.0, momentum=0.0,
-               optimizer: optax.GradientTransformation | None = None, init=None,
+               sampling: str = "with_replacement", label_noise_var=0.0, weight_decay=0.0,
+               momentum=0.0, optimizer: optax.GradientTransformation | None = None, init=None,
                dtype=jnp.float64, groups: int | None = None, record_every: int | None = None,
                record_replicas: int = 8, divergence_threshold: float = 1e8,
                on_divergence: str = "warn", histogram=None, exceedance=None,
@@ -64,6 +65,12 @@ def linreg_sgd(key, inputs, targets, lr, batch_size, *, steps: int, replicas: in
       batch_size: ``S`` (static).
       steps, replicas, burn_in: run length, replicas (multiple of 8), steps discarded (static).
       sampling: ``"with_replacement"``, ``"without_replacement"`` or ``"shuffle"`` (module docstring).
+      label_noise_var: :math:`\sigma^2 \ge 0`: every sampled example's target gets fresh Gaussian
+        noise, :math:`y_i + \sigma\epsilon`, each step, one independent draw per batch slot (a
+        repeated index gets its own draw).  With ``label_noise_var > 0`` the batches come from the
+        :class:`~sgdtheory.simulate.Online` source :func:`noisy_dataset`, which draws the indices
+        by the same i.i.d. rule (``"shuffle"`` is not supported then: it needs a ``Dataset``'s
+        epoch state).
       weight_decay: coupled L2 :math:`\gamma` (``optax.add_decayed_weights``).
       momentum: heavy-ball :math:`\mu` (optax convention).
       optimizer: any optax ``GradientTransformation`` replacing ``optax.sgd(lr, momentum)``.
@@ -74,27 +81,38 @@ def linreg_sgd(key, inputs, targets, lr, batch_size, *, steps: int, replicas: in
         :func:`sgdtheory.simulate.minibatch_sgd`.
 
     This preset is :func:`~sgdtheory.simulate.minibatch_sgd` with :func:`squared_loss` on
-    ``Dataset((inputs, targets), batch_size, sampling)`` and ``optax.chain(add_decayed_weights,
-    sgd)``; ``lr``, ``momentum``, ``weight_decay`` and the data are arrays to the compiled program
-    (a sweep does not recompile).
+    ``Dataset((inputs, targets), batch_size, sampling)`` (with label noise: the ``Online`` source
+    :func:`noisy_dataset`) and ``optax.chain(add_decayed_weights, sgd)``; ``lr``, ``momentum``,
+    ``weight_decay``, ``label_noise_var`` and the data are arrays to the compiled program (a sweep
+    does not recompile).
 
     Returns:
       :class:`~sgdtheory.simulate.Stats` of ``w``.
 
     Raises:
       ValueError: shape mismatch of inputs/targets, unknown ``sampling``, ``batch_size > N``
-        without replacement or with ``"shuffle"``.
+        without replacement or with ``"shuffle"``, negative or non-scalar ``label_noise_var``,
+        label noise together with ``"shuffle"``.
     """
     _checks.check_key(key)
     x, y = _checks.check_dataset(inputs, targets)
     d = x.shape[1]
+    if jnp.ndim(label_noise_var) != 0:
+        raise ValueError("label_noise_var must be a scalar.")
+    _checks.check_nonnegative("label_noise_var", label_noise_var)
+    noisy = not _checks.is_zero(label_noise_var)
     opt = preset_optimizer(lr, momentum=momentum, weight_decay=weight_decay,
                            optimizer=optimizer)
     w0 = jnp.zeros(d) if init is None else _checks.check_vector("init", init, d)
     dtype = jnp.dtype(dtype)
+    if noisy:
+        data = Online(noisy_dataset(x, y, label_noise_var, sampling, batch_size, dtype=dtype),
+                      batch_size, vectorized=True)
+    else:
+        data = Dataset((x, y), batch_size, sampling)
     return minibatch_sgd(
-        key, squared_loss, w0.astype(dtype), Dataset((x, y), batch_size, sampling), opt,
-        dtype=dtype, steps=steps, replicas=replicas, burn_in=burn_in, groups=groups,
+        key, squared_loss, w0.astype(dtype), data, opt,
+        gradient=squared_loss_gradient if noisy else None, dtype=dtype, steps=steps, replicas=replicas, burn_in=burn_in, groups=groups,
         record_every=record_every, record_replicas=record_replicas,
         divergence_threshold=divergence_threshold, on_divergence=on_divergence,
         divergence_hint=None, histogram=histogram, exceedance=exceedance,
@@ -161,6 +179,48 @@ def online_linreg_sgd(key, input_cov, w_star, lr, batch_size, *, label_noise_var
         divergence_threshold=divergence_threshold, on_divergence=on_divergence,
         histogram=histogram, exceedance=exceedance, chunk_steps=chunk_steps, progress=progress,
         devices=devices, statistics=statistics)
+
+
+def noisy_dataset(inputs, targets, label_noise_var, sampling="with_replacement", batch_size=1, *,
+                  dtype=jnp.float64):
+    r"""A vectorised :class:`~sgdtheory.simulate.Online` source: minibatches of a fixed dataset whose
+    targets get fresh Gaussian label noise.
+
+    ``sample(key, shape)``, ``shape = (..., S)``, draws independently for every leading index ``S``
+    indices by ``sampling`` (``"with_replacement"``: i.i.d. uniform; ``"without_replacement"``: a
+    uniform ``S``-subset, the ``S`` largest of ``N`` uniforms, as :class:`Dataset`) and returns
+    ``(X[idx], y[idx] + sigma * z)``, ``z`` standard normal, one per slot.
+
+    Raises:
+      ValueError: unknown or ``"shuffle"`` sampling, ``batch_size > N`` without replacement.
+    """
+    x, y = _checks.check_dataset(inputs, targets)
+    n = x.shape[0]
+    s = _checks.check_int("batch_size", batch_size, 1)
+    if sampling == "shuffle":
+        raise ValueError("label noise needs an i.i.d. sampling rule ('with_replacement' or "
+                         "'without_replacement'): 'shuffle' keeps epoch state, which an Online "
+                         "source does not have.")
+    if sampling not in SAMPLING_RULES:
+        raise ValueError(f"sampling must be one of {SAMPLING_RULES}; got {sampling!r}.")
+    if sampling == "without_replacement" and s > n:
+        raise ValueError(f"batch_size={s} is larger than the dataset (N={n}): "
+                         "'without_replacement' sampling needs batch_size <= N.")
+    x, y = x.astype(dtype), y.astype(dtype)
+    sigma = jnp.sqrt(jnp.asarray(label_noise_var, float)).astype(dtype)
+
+    def sample(k, shape):
+        shape = tuple(shape)
+        k_idx, k_eps = jax.random.split(k)
+        if sampling == "with_replacement":
+            idx = jax.random.randint(k_idx, shape, 0, n)
+        else:
+            u = jax.random.uniform(k_idx, shape[:-1] + (n,))
+            idx = jax.lax.top_k(u, shape[-1])[1]
+        eps = jax.random.normal(k_eps, shape, dtype)
+        return x[idx], y[idx] + sigma * eps
+
+    return sample
 
 
 def gaussian_teacher(input_cov, w_star, label_noise_var=0.0, *, input_noise_cov=None,
