@@ -15,6 +15,7 @@ Modules
     decentralized   DPSGD: exact consensus spread and stability on a quadratic; effective learning rate
     landscape       stationary laws under landscape-dependent noise (power-law tails, valleys)
     fokker_planck   Itô Fokker--Planck equation in 1-D and 2-D: stationary and time-dependent densities
+    adaptive        Adam/LaProp: update variance, boundedness; mean-field fixed points of NGD/Adam-like
     optim           one optimizer vocabulary: the optax transforms sgdtheory adds and the linearisation
                     of a linear optax optimizer that the theory solves
     simulate        jit/vmap-compiled simulators of discrete-time SGD that the theory is checked against
@@ -47,6 +48,7 @@ if _os.environ.get(X64_ENV_VAR, "1").strip().lower() not in ("0", "false", "no",
     _jax.config.update("jax_enable_x64", True)
 
 from sgdtheory import decentralized  # noqa: E402
+from sgdtheory import adaptive  # noqa: E402
 from sgdtheory import escape, fokker_planck, landscape, linreg, local, noise, optim, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
 from sgdtheory import label_noise  # noqa: E402
 from sgdtheory.quadratic import (  # noqa: E402
@@ -62,6 +64,7 @@ from sgdtheory.simulate import Stats  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "adaptive",
     "decentralized",
     "escape",
     "fokker_planck",

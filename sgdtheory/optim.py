@@ -568,3 +568,92 @@ def linearize(optimizer, *, dim: int | None = None) -> LinearOptimizer:
         name="optax" if factory is None else "optax factory", state_size=k, matrices=matrices,
         lr_bound=lr_bound, bound_expr=bound_expr, hyper=hyper,
         elementwise=info.elementwise, lr_mode=lr_mode)
+
+
+# ----------------------------------------------------------------------------------------------
+# LaProp (Ziyin, Wang & Ueda 2020)
+# ----------------------------------------------------------------------------------------------
+
+
+class LaPropState(NamedTuple):
+    """State of :func:`laprop`: the step count, the momentum of the *normalised* gradients and the
+    EMA of the squared gradients."""
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+def laprop(learning_rate, b1: float = 0.9, b2: float = 0.999,
+           eps: float = 1e-15) -> optax.GradientTransformation:
+    r"""LaProp: normalise the gradient first, then apply momentum (Ziyin, Wang & Ueda 2020).
+
+    .. math::
+        \nu_t = \beta_2\nu_{t-1} + (1-\beta_2) g_t^2,\qquad
+        m_t = \beta_1 m_{t-1} + (1-\beta_1)\,\frac{g_t}{\sqrt{\nu_t/(1-\beta_2^t)} + \epsilon},
+        \qquad w_t = w_{t-1} - \lambda\,\frac{m_t}{1-\beta_1^t},
+
+    element-wise, buffers starting at zero.  Adam applies momentum to the raw gradient and
+    normalises the momentum, :math:`\hat m_t/(\sqrt{\hat\nu_t}+\epsilon)`; LaProp's momentum
+    averages already-normalised gradients, so each update is bounded by
+    :math:`\lambda/\sqrt{1-\beta_2}` for every :math:`\beta_1, \beta_2`, whereas Adam's is bounded
+    only when :math:`\beta_1 < \sqrt{\beta_2}` (:func:`sgdtheory.adaptive.laprop_update_bound`,
+    :func:`sgdtheory.adaptive.adam_update_bound`).
+
+    The defaults (``b1=0.9, b2=0.999, eps=1e-15``) are those of the authors' reference
+    implementation (github.com/Z-T-WANG/LaProp-Optimizer, ``laprop.py``), whose bias corrections
+    are :math:`1-\beta_2^t` inside the square root and :math:`1-\beta_1^t` on the momentum for a
+    constant learning rate.  (For a varying learning rate the reference code accumulates
+    :math:`\lambda_t`-weighted steps; this transform takes a constant ``learning_rate``.)
+
+    Args:
+      learning_rate: constant :math:`\lambda > 0`.
+      b1: momentum :math:`\beta_1 \in [0, 1)`.
+      b2: second-moment decay :math:`\beta_2 \in [0, 1)`.
+      eps: :math:`\epsilon \ge 0`, added to the bias-corrected root mean square.
+
+    Returns:
+      An ``optax.GradientTransformation`` (nonlinear in the gradient: :func:`linearize` rejects it;
+      simulate it with :func:`sgdtheory.simulate.minibatch_sgd` or ``quadratic_sgd(optimizer=)``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> opt = laprop(0.1)
+      >>> state = opt.init(jnp.zeros(2))
+      >>> u, state = opt.update(jnp.array([3.0, -0.5]), state)
+      >>> u.round(6)          # the first step is -lr * sign(g)
+      Array([-0.1,  0.1], dtype=float64)
+
+    References:
+      L. Ziyin, Z. T. Wang, M. Ueda, "LaProp: Separating Momentum and Adaptivity in Adam",
+      arXiv:2002.04839 (2020), Algorithm 1.
+    """
+    _checks.check_positive("learning_rate", learning_rate)
+    _checks.check_momentum(b1, "b1")
+    _checks.check_momentum(b2, "b2")
+    _checks.check_nonnegative("eps", eps)
+
+    def init_fn(params):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return LaPropState(count=jnp.zeros([], jnp.int32), mu=zeros,
+                           nu=jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = optax.safe_int32_increment(state.count)
+        t = count.astype(jnp.result_type(float))
+        nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+
+        def momentum(m, g, v):
+            c2 = (1 - b2**t).astype(v.dtype)
+            return b1 * m + (1 - b1) * g / (jnp.sqrt(v / c2) + eps)
+
+        mu = jax.tree_util.tree_map(momentum, state.mu, updates, nu)
+        step = jax.tree_util.tree_map(
+            lambda m: (-learning_rate / (1 - b1**t)).astype(m.dtype) * m, mu)
+        return step, LaPropState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+__all__ += ["LaPropState", "laprop"]

@@ -15,6 +15,7 @@ from sgdtheory.crosscheck import escape as _escape  # noqa: F401,E402
 from sgdtheory.crosscheck import linreg as _linreg  # noqa: F401,E402
 from sgdtheory.crosscheck import local as _local  # noqa: F401,E402
 from sgdtheory.crosscheck import tails as _tails  # noqa: F401,E402
+from sgdtheory.crosscheck import adaptive as _adaptive  # noqa: F401,E402
 from sgdtheory.crosscheck import label_noise as _label_noise  # noqa: F401,E402
 from sgdtheory.crosscheck import decentralized as _decentralized  # noqa: F401,E402
 
