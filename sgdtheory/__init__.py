@@ -14,6 +14,7 @@ Modules
     escape          escape from a minimum: Kramers, exact 1-D mean first-passage times, SGD power laws
     decentralized   DPSGD: exact consensus spread and stability on a quadratic; effective learning rate
     landscape       stationary laws under landscape-dependent noise (power-law tails, valleys)
+    flatness        variance–flatness relation: trajectory PCA, loss flatness, exponent ψ; exact minimal models
     fokker_planck   Itô Fokker--Planck equation in 1-D and 2-D: stationary and time-dependent densities
     adaptive        Adam/LaProp: update variance, boundedness; mean-field fixed points of NGD/Adam-like
     optim           one optimizer vocabulary: the optax transforms sgdtheory adds and the linearisation
@@ -51,6 +52,7 @@ from sgdtheory import decentralized  # noqa: E402
 from sgdtheory import adaptive  # noqa: E402
 from sgdtheory import escape, fokker_planck, landscape, linreg, local, noise, optim, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
 from sgdtheory import label_noise  # noqa: E402
+from sgdtheory import flatness  # noqa: E402
 from sgdtheory.quadratic import (  # noqa: E402
     LinearOptimizer,
     covariance_after,
@@ -67,6 +69,7 @@ __all__ = [
     "adaptive",
     "decentralized",
     "escape",
+    "flatness",
     "fokker_planck",
     "label_noise",
     "landscape",

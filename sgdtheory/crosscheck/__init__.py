@@ -17,6 +17,7 @@ from sgdtheory.crosscheck import local as _local  # noqa: F401,E402
 from sgdtheory.crosscheck import tails as _tails  # noqa: F401,E402
 from sgdtheory.crosscheck import adaptive as _adaptive  # noqa: F401,E402
 from sgdtheory.crosscheck import label_noise as _label_noise  # noqa: F401,E402
+from sgdtheory.crosscheck import flatness as _flatness  # noqa: F401,E402
 from sgdtheory.crosscheck import decentralized as _decentralized  # noqa: F401,E402
 
 __all__ = [
