@@ -828,3 +828,123 @@ from sgdtheory import _tails  # noqa: E402
 from sgdtheory._tails import *  # noqa: E402,F401,F403
 
 __all__ += list(_tails.__all__)
+
+
+# --- Damped Newton (preconditioner A^{-1}) on online regression: Ziyin et al. (2022), App. D ---
+
+_DNM_BOUND_EXPR = "2(1-momentum)S/(D + 1 + S(1-momentum)/(1+momentum))"
+
+
+def _dnm_inputs(input_cov, batch_size, momentum):
+    a = _checks.square_matrix("input_cov", input_cov)
+    _checks.check_symmetric("input_cov", a)
+    _checks.check_spd("input_cov", a)
+    s = _checks.check_int("batch_size", batch_size, 1)
+    _checks.check_momentum(momentum)
+    return 0.5 * (a + a.T), s
+
+
+def damped_newton_max_lr(input_cov, batch_size, *, momentum=0.0):
+    r"""Largest stable learning rate of damped Newton on online regression -- **exact**.
+
+    .. math:: \lambda_{max} = \frac{2(1-\mu)S}{D + 1 + S(1-\mu)/(1+\mu)}
+
+    (Ziyin, Liu, Mori & Ueda 2022, App. D, Prop. 5; derivation in
+    :func:`damped_newton_stationary`).  It depends on the dimension :math:`D` but not on the
+    spectrum of :math:`A` (the preconditioner whitens it); always below the deterministic bound
+    :math:`2(1+\mu)`, which it approaches only for :math:`S \gg D`.
+
+    Args:
+      input_cov: ``(D, D)`` symmetric positive-definite :math:`A` (only ``D`` enters).
+      batch_size: ``S`` (static).
+      momentum: heavy-ball :math:`\mu\in[0,1)`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> round(float(damped_newton_max_lr(jnp.eye(10), 4)), 6)   # 8/(11 + 4)
+      0.533333
+    """
+    a, s = _dnm_inputs(input_cov, batch_size, momentum)
+    d = a.shape[0]
+    return 2.0 * (1.0 - momentum) * s / (d + 1.0 + s * (1.0 - momentum) / (1.0 + momentum))
+
+
+def damped_newton_stationary(input_cov, lr, batch_size, *, label_noise_var=0.0, momentum=0.0,
+                             w_star=None) -> OnlineStationary:
+    r"""Exact stationary state of online minibatch SGD preconditioned by :math:`A^{-1}` (damped Newton).
+
+    Update (optax convention): :math:`m \leftarrow \mu m + \hat g`,
+    :math:`w \leftarrow w - \lambda A^{-1} m`, with the minibatch gradient of the online model
+    (module docstring: :math:`x\sim\mathcal N(0,A)`, :math:`y = u^\top x + \varepsilon`,
+    :math:`\operatorname{Var}\varepsilon = \sigma^2`, batch ``S``).  **Exact**:
+
+    .. math:: \Sigma = \frac{\lambda\sigma^2}{gS - \lambda D}\,A^{-1},\qquad
+              g = 2(1-\mu) - \Big(\frac{1-\mu}{1+\mu} + \frac1S\Big)\lambda,
+
+    finite and positive iff :math:`\lambda <` :func:`damped_newton_max_lr`
+    :math:`= 2(1-\mu)S/(D + 1 + S(1-\mu)/(1+\mu))` (Ziyin, Liu, Mori & Ueda 2022, App. D,
+    Prop. 5; the same expression as the paper's, re-derived here).
+
+    Derivation (**derived here**).  With :math:`v = A^{1/2}(w - u)` and :math:`z = A^{-1/2}x \sim
+    \mathcal N(0, I)` the dynamics is heavy ball with unit curvature in every direction and the
+    gradient noise :math:`\xi = (\hat Z_B - I)v - \frac1S\sum_b z_b\varepsilon_b`, whose covariance
+    given the state is :math:`\frac1S(vv^\top + |v|^2 I + \sigma^2 I)` (Isserlis) and whose mean is
+    zero, so the second moments obey the additive-noise Lyapunov equation with
+    :math:`C = \frac1S(\Sigma_v + \mathrm{tr}(\Sigma_v)I + \sigma^2 I)`.  Everything is rotation
+    invariant, so :math:`\Sigma_v = sI`, :math:`C = \frac{(D+1)s + \sigma^2}{S}I`, and the scalar heavy
+    ball with :math:`h = 1` (:func:`sgdtheory.quadratic.damped_newton_covariance`) gives
+    :math:`s = F\,\frac{(D+1)s + \sigma^2}{S}` with :math:`F = \frac{\lambda(1+\mu)}{(1-\mu)(2(1+\mu)-\lambda)}`.  Solving,
+    :math:`s = F\sigma^2/(S - (D+1)F)`, which is the formula above; :math:`S > (D+1)F` is the
+    bound.  Back in :math:`w`: :math:`\Sigma = s A^{-1}`, :math:`\mathrm{tr}(A\Sigma) = sD`.
+
+    Args:
+      input_cov: ``(D, D)`` symmetric positive-definite :math:`A`.
+      lr: :math:`\lambda`, below :func:`damped_newton_max_lr`.
+      batch_size: ``S`` (static).
+      label_noise_var: :math:`\sigma^2 \ge 0` (the only source: at :math:`\sigma^2 = 0`,
+        :math:`\Sigma = 0`).
+      momentum: heavy-ball :math:`\mu\in[0,1)`.
+      w_star: ``(D,)`` teacher :math:`u` (the stationary mean; default 0).
+
+    Returns:
+      :class:`OnlineStationary`: mean :math:`u`, covariance :math:`sA^{-1}`, gradient-noise
+      covariance :math:`\frac{(D+1)s+\sigma^2}{S}A`, train loss :math:`\tfrac12(sD + \sigma^2)`, test
+      loss :math:`\tfrac12 sD`.  NaN under ``jit`` for an unstable ``lr``.
+
+    Raises:
+      ValueError: shapes, non-SPD ``input_cov``, negative ``label_noise_var``, momentum outside
+        [0, 1), or (concrete) ``lr`` at/past the bound, named with its value.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> r = damped_newton_stationary(jnp.diag(jnp.array([2.0, 0.5])), 0.5, 8, label_noise_var=1.0)
+      >>> r.param_cov.diagonal().round(6)   # lam sigma^2 / (gS - lam D) A^{-1}
+      Array([0.02381 , 0.095238], dtype=float64)
+    """
+    a, s = _dnm_inputs(input_cov, batch_size, momentum)
+    d = a.shape[0]
+    if jnp.ndim(lr) != 0:
+        raise ValueError(f"lr must be a scalar; got shape {jnp.shape(lr)}.")
+    _checks.check_positive("lr", lr)
+    if jnp.ndim(label_noise_var) != 0:
+        raise ValueError("label_noise_var must be a scalar.")
+    _checks.check_nonnegative("label_noise_var", label_noise_var)
+    u = jnp.zeros(d, a.dtype) if w_star is None else _checks.check_vector("w_star", w_star, d)
+    bound = damped_newton_max_lr(a, s, momentum=momentum)
+    _checks.check_lr_below(lr, bound, _DNM_BOUND_EXPR)
+    g = 2.0 * (1.0 - momentum) - ((1.0 - momentum) / (1.0 + momentum) + 1.0 / s) * lr
+    var = lr * label_noise_var / (g * s - lr * d)
+    e, vec = jnp.linalg.eigh(a)
+    a_inv = (vec / e[None, :]) @ vec.T
+    ok = (lr > 0) & (lr < bound)
+    nan = jnp.nan
+    return OnlineStationary(
+        param_mean=u,
+        param_cov=jnp.where(ok, var * 0.5 * (a_inv + a_inv.T), nan),
+        noise_cov=jnp.where(ok, ((d + 1.0) * var + label_noise_var) / s * a, nan),
+        train_loss=jnp.where(ok, 0.5 * (var * d + label_noise_var), nan),
+        test_loss=jnp.where(ok, 0.5 * var * d, nan),
+    )
+
+
+__all__ += ["damped_newton_stationary", "damped_newton_max_lr"]

@@ -213,3 +213,23 @@ def _user_loss_rows(key, mode):
         rows += [compare_matrix("Σ (minibatch_sgd)", p, th.param_cov, st),
                  compare_matrix("E w (minibatch_sgd)", p, th.param_mean, st, which="mean")]
     return rows
+
+
+@register("linreg/damped-newton",
+          "online regression, damped Newton (precondition A⁻¹) with momentum μ=0.5, S=4: the "
+          "exact Σ = λσ²/(gS-λD)·A⁻¹ (Ziyin et al. 2022 App. D) vs optax chain(precondition, sgd)",
+          tags=("linreg",))
+def _damped_newton(key, mode):
+    from sgdtheory.optim import precondition
+
+    mu, s = 0.5, 4
+    lr = 0.6 * float(lr_theory.damped_newton_max_lr(_A, s, momentum=mu))
+    replicas, steps, burn = _budget(mode)
+    th = lr_theory.damped_newton_stationary(_A, lr, s, label_noise_var=1.0, momentum=mu,
+                                            w_star=_U)
+    opt = optax.chain(precondition(np.linalg.inv(_A)), optax.sgd(lr, momentum=mu))
+    st = simulate.online_linreg_sgd(key, _A, _U, None, s, label_noise_var=1.0, optimizer=opt,
+                                    steps=steps, replicas=replicas, burn_in=burn)
+    p = f"μ=0.5, S=4, lr=0.6·max={lr:.3g}"
+    return [compare_matrix("Σ", p, th.param_cov, st),
+            compare_scalar("test loss", p, th.test_loss, st, _loss_fns(_A, _U))]

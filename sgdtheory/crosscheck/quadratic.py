@@ -199,3 +199,46 @@ def _damped_newton(key, mode):
                                    preconditioner=np.linalg.inv(_H2), steps=steps,
                                    replicas=replicas, burn_in=2_000)
     return [compare_matrix("Σ, closed form", "μ=0.5, lr=2.4", sig, stats)]
+
+
+@register("quadratic/escape-efficiency",
+          "escape efficiency E_d(t) = E[L(w_t)] from w_0 = w* (p1 Thm 7), lr·h_max = 1.6, at a few t; "
+          "the continuous-time E_c(t) should fail", tags=("quadratic",))
+def _escape_efficiency(key, mode):
+    lr = 1.6 / np.linalg.eigvalsh(_H2)[-1]
+    replicas = 8192 if mode == "quick" else 65_536
+    hj = jnp.asarray(_H2)
+    loss = lambda m, cv: 0.5 * jnp.sum(hj * (cv + jnp.outer(m, m)))  # noqa: E731  about w* = 0
+    rows = []
+    for i, t in enumerate((1, 8) if mode == "quick" else (1, 5, 30, 200)):
+        stats = simulate.quadratic_sgd(jax.random.fold_in(key, i), _H2, _C2, lr, steps=t,
+                                       burn_in=t - 1, replicas=replicas, noise="rademacher",
+                                       block=1)
+        params = f"lr·h_max=1.6, t={t}"
+        rows.append(compare_scalar("E_d(t)", params, q.escape_efficiency(_H2, _C2, lr, t), stats,
+                                   loss))
+        rows.append(compare_scalar("E_c(t), continuous", params,
+                                   q.escape_efficiency(_H2, _C2, lr, t, continuous=True), stats,
+                                   loss, expect="disagree", note="p1 Cor 4: E_d >= E_c"))
+    return rows
+
+
+@register("quadratic/bayes-optimal-lr",
+          "stationary covariance at the Bayes-optimal lr (p1 Thm 6) with C = (N-S)/(NS)·H, "
+          "N/S = 4, H = [[1.05, 0.05], [0.05, 0.15]]: λ*·h_max = 0.69", tags=("quadratic",))
+def _bayes_optimal_lr(key, mode):
+    h = np.diag([1.0, 0.1]) + 0.05
+    n, s = 4, 1
+    lam = float(q.bayes_optimal_lr(h, n, s))
+    c = (n - s) / (n * s) * h
+    replicas, steps = (512, 2_500) if mode == "quick" else (4096, 40_000)
+    stats = simulate.quadratic_sgd(key, h, c, lam, steps=steps, replicas=replicas, burn_in=500,
+                                   noise="rademacher")
+    params = f"N/S=4, λ*={lam:.4g}"
+    hj = jnp.asarray(h)
+    loss = lambda m, cv: 0.5 * jnp.sum(hj * cv)  # noqa: E731
+    sig_c = q.stationary_covariance_continuous(h, c, lam)
+    return [compare_matrix("Σ(λ*)", params, q.stationary_covariance(h, c, lam), stats),
+            compare_scalar("loss at λ*, continuous-time Σ", params,
+                           0.5 * np.sum(h * np.asarray(sig_c)), stats, loss, expect="disagree",
+                           note="small-lr formula")]
