@@ -48,11 +48,9 @@ X64_ENV_VAR = "SGDTHEORY_ENABLE_X64"
 if _os.environ.get(X64_ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off"):
     _jax.config.update("jax_enable_x64", True)
 
-from sgdtheory import decentralized  # noqa: E402
-from sgdtheory import adaptive  # noqa: E402
-from sgdtheory import escape, fokker_planck, landscape, linreg, local, noise, optim, quadratic, simulate  # noqa: E402  (after the x64 switch, on purpose)
-from sgdtheory import label_noise  # noqa: E402
-from sgdtheory import flatness  # noqa: E402
+# (after the x64 switch, on purpose)
+from sgdtheory import (adaptive, decentralized, escape, flatness, fokker_planck,  # noqa: E402
+                       label_noise, landscape, linreg, local, noise, optim, quadratic, simulate)
 from sgdtheory.quadratic import (  # noqa: E402
     LinearOptimizer,
     covariance_after,

@@ -8,8 +8,8 @@ notebook draws figures, and the notebook's closing ``OK`` line.  Without the doc
 notebooks are executed here with nbclient (``dev`` extra: jupytext, nbclient, ipykernel,
 matplotlib) and the same two facts are checked on the executed notebook.
 
-All six take ~2.3 min together on 2 idle CPU cores (11-34 s each in quick mode, mostly XLA
-compiles); on a loaded machine expect up to 2x.
+Each takes ~10-35 s in quick mode on 2 idle CPU cores (mostly XLA compiles); on a loaded machine
+expect up to 2x.
 """
 
 import os
