@@ -117,7 +117,7 @@ ax[1].semilogy(t, np.abs(np.asarray(imp.laprop)) + 1e-300, label="LaProp")
 ax[1].set(xlabel="step after a gradient spike", ylabel="|update| / lr", title="β1=0.99 > √β2")
 ax[1].legend()
 plt.tight_layout()
-plt.show()
+st.plot.show(fig)
 
 # %% [markdown]
 # ## 4. The Bayes-optimal learning rate and the escape efficiency
@@ -145,7 +145,7 @@ ax.plot(steps, e_d, label="discrete E_d(t), lr=1.5")
 ax.plot(steps, e_c, "--", label="continuous E_c(t)")
 ax.set(xlabel="steps t from the minimum", ylabel="excess loss", title="escape efficiency")
 ax.legend()
-plt.show()
+st.plot.show(fig)
 print(f"E_d(t) >= E_c(t) for all t shown: {ordering}")
 
 # %%

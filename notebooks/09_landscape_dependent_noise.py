@@ -86,7 +86,7 @@ ax.plot(k_grid, d_leading, "--", label="leading order D₀exp(-η²σ²k)")
 ax.errorbar(ks, d_sim, yerr=d_se, fmt="o", label="label-noise SGD (minibatch_sgd)")
 ax.set(xlabel="step k", ylabel="imbalance D = a² - b²", title="drift toward balance on ab = 1")
 ax.legend()
-plt.show()
+st.plot.show(fig)
 
 # %% [markdown]
 # ## 2. Decentralized SGD: the learners' spread and a stricter stability bound
@@ -136,10 +136,10 @@ ax[1].semilogy(t_grid, mean_var, label="Var of learners' mean")
 ax[1].set(xlabel="step t", title="lr·h = 0.8: past the bound")
 ax[1].legend()
 plt.tight_layout()
-plt.show()
+st.plot.show(fig)
 
 # %% [markdown]
-# ## 3. Variance–flatness: SGD fluctuates *more* where the loss is flatter... in the PCA sense
+# ## 3. Variance–flatness: SGD fluctuates *less* where the loss is flatter (the inverse relation)
 #
 # Feng & Tu (PNAS 2021) measured, along the principal directions of an SGD trajectory, the variance
 # $\sigma_i^2$ and the flatness $F_i$ (the width of the loss at $L=e\,L_0$), and found
@@ -182,7 +182,7 @@ for name, stats, exact_var in (
 ax.set(xlabel="flatness F_i (width at L = e·L0)", ylabel="variance σ_i² along PC i",
        title="inverse (SGD) vs equilibrium (Langevin) relation")
 ax.legend(fontsize=8)
-plt.show()
+st.plot.show(fig)
 flat_z = [abs(m - e) / s for m, s, e in psi.values()]
 
 # %%

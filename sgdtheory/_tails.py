@@ -45,6 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate, optimize, special
 
+from sgdtheory import _checks
+
 __all__ = [
     "TailRegime",
     "HillEstimate",
@@ -567,10 +569,10 @@ def dataset_tail_index(inputs, targets, lr, batch_size=1, *, sampling="with_repl
     m = np.abs(1.0 - lr * h)
     with np.errstate(divide="ignore"):
         logm = np.log(m)
-    if np.all(m <= 1.0):
-        return math.inf
     if not float(np.sum(p * logm)) < 0:
         return 0.0
+    if np.all(m <= 1.0):
+        return math.inf
     logp = np.log(p)
 
     def f(beta):
@@ -641,10 +643,14 @@ def _mc_tail_index(key, sample_m, d, *, particles, steps, burn_in, repeats, max_
 
     method = "Monte Carlo (population dynamics)"
     small = np.full(n, 1e-3)
-    if np.mean(h(small)) >= 0:   # slope at 0 is the Lyapunov exponent: no stationary law
+    # the slope of h at 0 is the Lyapunov exponent: a run with h(small) >= 0 sees no stationary
+    # law (root 0); it stays in the mean and SE (near the a.s. edge that is the honest spread)
+    unstable = h(small) >= 0
+    if np.all(unstable):
         return TailIndexEstimate(0.0, 0.0, np.zeros(n), method)
     lo, hi = small.copy(), np.full(n, 2.0)
     f_lo, f_hi = h(lo), h(hi)
+    f_hi = np.where(unstable, 1.0, f_hi)
     while np.any(f_hi < 0):
         grow = f_hi < 0
         if np.any(hi[grow] >= max_beta):
@@ -657,14 +663,13 @@ def _mc_tail_index(key, sample_m, d, *, particles, steps, burn_in, repeats, max_
         mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
         f_mid = h(mid)
         left = f_mid < 0
-        f_hi = np.where(~left & (side == -1), f_hi, f_hi)
         f_lo = np.where(left, f_mid, np.where(side == 1, f_lo / 2, f_lo))
         f_hi = np.where(left, np.where(side == -1, f_hi / 2, f_hi), f_mid)
         side = np.where(left, -1, 1)
         lo, hi = np.where(left, mid, lo), np.where(left, hi, mid)
-        if np.all(hi - lo <= rtol * hi):
+        if np.all((hi - lo <= rtol * hi) | unstable):
             break
-    roots = 0.5 * (lo + hi)
+    roots = np.where(unstable, 0.0, 0.5 * (lo + hi))
     return TailIndexEstimate(float(np.mean(roots)), float(np.std(roots, ddof=1) / math.sqrt(n)),
                              roots, method)
 
@@ -694,7 +699,8 @@ def online_tail_index_mc(key, input_cov, lr, batch_size, *, particles=2048, step
 
     Args:
       key: a JAX PRNG key.
-      input_cov: ``(d, d)`` symmetric positive semi-definite :math:`A` (or a scalar for 1-D).
+      input_cov: ``(d, d)`` symmetric positive definite :math:`A` (or a scalar for 1-D); a
+        singular :math:`A` is refused (its null directions never contract: no tail index).
       lr, batch_size: :math:`\lambda > 0`, ``S >= 1``.
       particles, steps, burn_in, repeats: the Monte Carlo sizes (cost ~ repeats x particles x
         steps x d^2 per evaluation of h, ~10-20 evaluations).
@@ -715,10 +721,8 @@ def online_tail_index_mc(key, input_cov, lr, batch_size, *, particles=2048, step
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"input_cov must be a scalar or a square (d, d) matrix; got shape "
                          f"{np.shape(input_cov)}.")
-    from sgdtheory import _checks
-
     _checks.check_symmetric("input_cov", a)
-    _checks.check_psd("input_cov", a)
+    _checks.check_spd("input_cov", a)   # a null direction never contracts: h >= 0, no root
     lr = _lr(lr)
     s = _batch(batch_size)
     d = int(a.shape[0])
@@ -741,7 +745,7 @@ def dataset_tail_index_mc(key, inputs, lr, batch_size=1, *, sampling="with_repla
     :math:`\hat H_B = \frac1S\sum_{i\in B}x_ix_i^\top` with :math:`B` drawn by ``sampling``;
     :math:`\beta` is the root of :math:`h(\beta)=0` as in :func:`online_tail_index_mc` (same
     estimator, same caveats).  For 1-D data :func:`dataset_tail_index` is exact.  If every
-    :math:`\|M_B\|\le 1` -- certain when :math:`\lambda\max_i\|x_i\|^2\le 2` -- the law is bounded
+    :math:`\|M_B\|\le 1` -- certain when :math:`\lambda\max_i\|x_i\|^2 < 2` -- the law is bounded
     and this returns ``inf`` without simulating.
 
     Args:
@@ -765,7 +769,7 @@ def dataset_tail_index_mc(key, inputs, lr, batch_size=1, *, sampling="with_repla
     if sampling == "without_replacement" and s > n:
         raise ValueError(f"batch_size {s} > N = {n} without replacement.")
     method = "Monte Carlo (population dynamics)"
-    if lr * float(np.max(np.sum(x * x, axis=1))) <= 2.0:
+    if lr * float(np.max(np.sum(x * x, axis=1))) < 2.0:
         return TailIndexEstimate(math.inf, 0.0, np.full(int(repeats), math.inf), method)
     xs = jnp.asarray(x)
 

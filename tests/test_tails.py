@@ -576,3 +576,11 @@ def test_tail_index_mc_edges_and_errors():
         linreg.tail_index(np.diag([1.0, 0.5]), 0.1, 1)
     with pytest.raises(ValueError, match="dataset_tail_index_mc"):
         linreg.dataset_tail_index(np.ones((3, 2)), np.ones(3), 0.1)
+
+
+def test_tail_index_edges_of_no_contraction():
+    # every multiplier is a reflection (lr x^2 = 2): nothing contracts, no stationary law (not inf)
+    assert linreg.dataset_tail_index(np.ones(4), np.zeros(4), 2.0) == 0.0
+    # a singular input covariance never contracts along its null direction: refused
+    with pytest.raises(ValueError, match="positive definite"):
+        linreg.online_tail_index_mc(jax.random.key(0), np.diag([1.0, 0.0]), 0.1, 1)
