@@ -34,6 +34,9 @@ __all__ = [
     "check_key",
     "check_dataset",
     "check_mixing",
+    "n_examples",
+    "DPSGD_ORDERS",
+    "check_choice",
 ]
 
 
@@ -297,3 +300,59 @@ def check_mixing(mixing, *, symmetric: bool = True, rtol: float = 1e-8) -> jax.A
     if symmetric:
         check_symmetric("mixing", w, rtol)
     return w
+
+
+def n_examples(examples: Any, name: str = "examples") -> int:
+    """The number ``N`` of examples in a pytree whose every leaf has the leading axis ``N``.
+
+    A shape check (also under ``jit``): raises ``ValueError`` when the pytree holds no arrays, a
+    leaf is a scalar, the leaves disagree on ``N`` (no leaf is silently truncated or clamped), or
+    ``N = 0``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> n_examples((jnp.zeros((5, 2)), jnp.zeros(5)))
+      5
+      >>> n_examples((jnp.zeros((5, 2)), jnp.zeros(4)))
+      Traceback (most recent call last):
+      ...
+      ValueError: every leaf of examples needs the same leading axis N; got [5, 4].
+    """
+    leaves = jax.tree_util.tree_leaves(examples)
+    if not leaves:
+        raise ValueError(f"{name} holds no arrays (a pytree with leading axis N is expected).")
+    shapes = [jnp.shape(a) for a in leaves]
+    if any(len(s) == 0 for s in shapes):
+        raise ValueError(f"every leaf of {name} needs a leading axis N (the examples).")
+    n = shapes[0][0]
+    if any(s[0] != n for s in shapes):
+        raise ValueError(f"every leaf of {name} needs the same leading axis N; got "
+                         f"{[s[0] for s in shapes]}.")
+    if n < 1:
+        raise ValueError(f"{name} is empty (N = 0).")
+    return int(n)
+
+
+#: The two orders of decentralized SGD (:mod:`sgdtheory.decentralized`,
+#: :func:`sgdtheory.simulate.dpsgd`): gossip then local step, or local step then gossip.
+DPSGD_ORDERS = ("mix_then_step", "gradient_then_mix")
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> Any:
+    """Raise unless ``value`` is one of ``choices`` (a static option); returns ``value``.
+
+    Example:
+      >>> check_choice("order", "mix_then_step", DPSGD_ORDERS)
+      'mix_then_step'
+      >>> check_choice("order", "gossip", DPSGD_ORDERS)
+      Traceback (most recent call last):
+      ...
+      ValueError: order must be one of ('mix_then_step', 'gradient_then_mix'); got 'gossip'.
+    """
+    try:
+        ok = value in choices
+    except TypeError:  # an unhashable/array value
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}.")
+    return value

@@ -209,8 +209,9 @@ def adam_update_moments_second_step(mean, std, b1=0.9, b2=0.999) -> UpdateMoment
     Adam's :math:`\epsilon` changes the result by :math:`O(\epsilon/\sigma)`.
 
     Args:
-      mean, std: :math:`\mu`, :math:`\sigma > 0` of the i.i.d. Gaussian gradients (scalars).
-      b1, b2: Adam's :math:`\beta_1, \beta_2 \in [0, 1)`.
+      mean, std: :math:`\mu`, :math:`\sigma > 0` of the i.i.d. Gaussian gradients (scalars; an
+        array raises ``ValueError``: map over values with ``jax.vmap``).
+      b1, b2: Adam's :math:`\beta_1, \beta_2 \in [0, 1)` (scalars).
 
     Returns:
       :class:`UpdateMoments`.
@@ -221,6 +222,10 @@ def adam_update_moments_second_step(mean, std, b1=0.9, b2=0.999) -> UpdateMoment
       (0.5014, 0.095)
     """
     mu, sig, b1, b2 = _f(mean), _f(std), _f(b1), _f(b2)
+    for name, v in (("mean", mu), ("std", sig), ("b1", b1), ("b2", b2)):
+        if v.ndim != 0:  # an array would broadcast against the quadrature nodes and be summed away
+            raise ValueError(f"{name} must be a scalar; got shape {tuple(v.shape)}. For several "
+                             f"values use jax.vmap(adam_update_moments_second_step).")
     _checks.check_positive("std", sig)
     _check_betas(b1, b2)
     return _second_step(mu, sig, b1, b2)
@@ -482,7 +487,7 @@ def impulse_updates(t, b1=0.9, b2=0.999, eps=0.0, g=1.0) -> ImpulseUpdates:
       b1, b2: :math:`\beta_1, \beta_2 \in [0, 1)`.
       eps: :math:`\epsilon \ge 0` (the same for both optimizers here; ``optax.adam`` default 1e-8,
         :func:`sgdtheory.optim.laprop` default 1e-15).
-      g: the spike :math:`g \ne 0`.
+      g: the spike :math:`g \ne 0` (``g = 0`` with ``eps = 0`` raises ``ValueError``: 0/0).
 
     Returns:
       :class:`ImpulseUpdates` (the parameter moves by ``-lr *`` these).
@@ -495,6 +500,10 @@ def impulse_updates(t, b1=0.9, b2=0.999, eps=0.0, g=1.0) -> ImpulseUpdates:
     t, b1, b2, eps, g = _f(t), _f(b1), _f(b2), _f(eps), _f(g)
     _check_betas(b1, b2)
     _checks.check_nonnegative("eps", eps)
+    gv, ev = _checks.concrete_value(g), _checks.concrete_value(eps)
+    if gv is not None and ev is not None and np.any((gv == 0) & (ev == 0)):
+        raise ValueError("impulse_updates needs a spike g != 0 when eps = 0 (the updates are then "
+                         "0/0); pass g != 0 or eps > 0.")
     _check_t(t)
     m_hat = (1 - b1) * b1 ** (t - 1) / (1 - b1**t) * g
     v_hat = (1 - b2) * b2 ** (t - 1) / (1 - b2**t) * g * g

@@ -84,13 +84,11 @@ __all__ = [
     "effective_lr",
 ]
 
-ORDERS = ("mix_then_step", "gradient_then_mix")
+ORDERS = _checks.DPSGD_ORDERS  # ("mix_then_step", "gradient_then_mix"), shared with simulate.dpsgd
 
 
 def _check_order(order: str) -> str:
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}; got {order!r}.")
-    return order
+    return _checks.check_choice("order", order, ORDERS)
 
 
 def ring_mixing(n: int, self_weight: float = 1.0 / 3.0) -> jax.Array:
@@ -197,15 +195,18 @@ def max_stable_lr(mixing, curvature, *, order: str = "mix_then_step"):
 
 
 def _check_lr(w, curvature, lr, order, *, mean_only=False):
+    """Eager: raise past the bound.  Returns ``ok``, the traced-safe predicate
+    ``0 < lr < bound`` (the callers return NaN where it is false, e.g. under ``jit``)."""
     if mean_only:
         bound = 2.0 / jnp.max(jnp.asarray(curvature, dtype=w.dtype))
         _checks.check_lr_below(lr, bound, "2/h_max (the mean mode)", "diverge")
-        return
-    bound = max_stable_lr(w, curvature, order=order)
-    expr = "(1 + ω_min)/h_max" if order == "mix_then_step" else "2/h_max"
-    _checks.check_lr_below(
-        lr, bound, expr,
-        f"of the consensus modes ({order}) diverge" if order == "mix_then_step" else "diverge")
+    else:
+        bound = max_stable_lr(w, curvature, order=order)
+        expr = "(1 + ω_min)/h_max" if order == "mix_then_step" else "2/h_max"
+        _checks.check_lr_below(
+            lr, bound, expr,
+            f"of the consensus modes ({order}) diverge" if order == "mix_then_step" else "diverge")
+    return (lr > 0) & (lr < bound)
 
 
 def consensus_spread(mixing, curvature, lr, noise_var, *, order: str = "mix_then_step"):
@@ -232,7 +233,8 @@ def consensus_spread(mixing, curvature, lr, noise_var, *, order: str = "mix_then
 
     Raises:
       ValueError: a bad mixing matrix, or ``lr`` at or past :func:`max_stable_lr`
-        (:math:`(1+\omega_{min})/h_{max}` for mix-then-step).
+        (:math:`(1+\omega_{min})/h_{max}` for mix-then-step).  A traced ``lr`` (under
+        ``jit``/``vmap``/``grad``) past the bound gives NaN instead.
 
     Example:
       >>> import sgdtheory as st
@@ -242,11 +244,12 @@ def consensus_spread(mixing, curvature, lr, noise_var, *, order: str = "mix_then
     """
     order = _check_order(order)
     w = _prep(mixing, curvature, lr, noise_var)
-    _check_lr(w, curvature, lr, order)
+    ok = _check_lr(w, curvature, lr, order)
     om, spread_w, _ = _modes(w)
     a, b2 = _coeffs(om, curvature, lr, order)
     var = lr ** 2 * b2 / (1.0 - a ** 2)
-    return jnp.asarray(noise_var) * jnp.sum(jnp.reshape(spread_w, (1,) * (var.ndim - 1) + spread_w.shape) * var, axis=-1)
+    out = jnp.asarray(noise_var) * jnp.sum(jnp.reshape(spread_w, (1,) * (var.ndim - 1) + spread_w.shape) * var, axis=-1)
+    return jnp.where(ok, out, jnp.nan)  # traced lr past the bound: NaN (concrete: raised above)
 
 
 def _geometric(a2, t):
@@ -289,7 +292,8 @@ def mean_variance(mixing, curvature, lr, noise_var, *, order: str = "mix_then_st
 
     synchronous SGD with the noise of all ``n`` learners averaged.  It exists for
     :math:`\alpha h < 2` -- also between the consensus bound and 2, where the spread of
-    mix-then-step diverges.  ``mixing`` is validated; only ``n`` enters.
+    mix-then-step diverges.  ``mixing`` is validated; only ``n`` enters.  Concrete
+    :math:`\alpha \ge 2/h_{max}` raises ``ValueError``; a traced one gives NaN.
 
     Example:
       >>> import sgdtheory as st
@@ -299,10 +303,11 @@ def mean_variance(mixing, curvature, lr, noise_var, *, order: str = "mix_then_st
     """
     _check_order(order)
     w = _prep(mixing, curvature, lr, noise_var)
-    _check_lr(w, curvature, lr, order, mean_only=True)
+    ok = _check_lr(w, curvature, lr, order, mean_only=True)
     n = w.shape[0]
     h = jnp.asarray(curvature, dtype=w.dtype)
-    return jnp.asarray(noise_var) * lr / (n * h * (2.0 - lr * h))
+    out = jnp.asarray(noise_var) * lr / (n * h * (2.0 - lr * h))
+    return jnp.where(ok, out, jnp.nan)  # traced lr past 2/h_max: NaN (concrete: raised above)
 
 
 def mean_variance_after(mixing, curvature, lr, noise_var, steps, *, order: str = "mix_then_step"):
@@ -340,8 +345,9 @@ def effective_lr(loss: Callable, point, lr, spread):
     :math:`O(\nabla^5 L\,\delta^4)`).  For a quartic loss the 1-D form is exact up to the
     learners' third moment, :math:`\alpha_e/\alpha = 1 + (L'''\sigma_\delta^2 + \tfrac13
     L''''\,\mathbb E\frac1n\sum_k\delta_k^3)/(2L')`.  :math:`\alpha_e<\alpha` where
-    :math:`g\cdot\nabla\operatorname{tr}H\Sigma_\delta < 0` (curvature falling along the descent
-    direction, e.g. the walls of a sharp valley).
+    :math:`g\cdot\nabla\operatorname{tr}H\Sigma_\delta < 0` (1-D: :math:`L'''/L' < 0`): the
+    curvature rises along the descent direction :math:`-g`, i.e. falls along the gradient (e.g.
+    the walls of a sharp valley, curvature growing towards the bottom).
 
     Args:
       loss: ``loss(w) -> scalar``, the full-batch loss (``w`` a scalar or a ``(D,)`` vector).

@@ -376,8 +376,13 @@ def _curvatures(curvatures):
 
 
 def _check_lr(lr, k):
+    """Eager checks (scalar lr, ``0 < lr < 2/k_max``); returns the traced-safe predicate ``ok``:
+    the callers return NaN where it is false (a traced lr past the bound, e.g. under ``jit``)."""
+    if jnp.ndim(lr) != 0:
+        raise ValueError(f"lr must be a scalar; got shape {jnp.shape(lr)}.")
     _checks.check_positive("lr", lr)
     _checks.check_lr_below(lr, 2.0 / jnp.max(k), "2/k_max")
+    return (lr > 0) & (lr * jnp.max(k) < 2.0)
 
 
 def quadratic_flatness(curvatures, loss0, *, factor: float = math.e) -> jax.Array:
@@ -429,7 +434,8 @@ def landscape_shift_variances(curvatures, lr, shift_var, batch_size: int) -> jax
       batch_size: ``B``.
 
     Raises:
-      ValueError: non-positive curvatures or ``shift_var``, ``lr >= 2/k_max``.
+      ValueError: non-positive curvatures or ``shift_var``, ``lr >= 2/k_max`` (a traced ``lr``
+        past the bound, under ``jit``/``vmap``/``grad``, gives NaN instead).
 
     Example:
       >>> import jax.numpy as jnp
@@ -437,10 +443,10 @@ def landscape_shift_variances(curvatures, lr, shift_var, batch_size: int) -> jax
       Array([0.033333, 0.002564], dtype=float64)
     """
     k = _curvatures(curvatures)
-    _check_lr(lr, k)
+    ok = _check_lr(lr, k)
     _checks.check_positive("shift_var", shift_var)
     b = _checks.check_int("batch_size", batch_size, 1)
-    return lr * k * shift_var / (b * (2.0 - lr * k))
+    return jnp.where(ok, lr * k * shift_var / (b * (2.0 - lr * k)), jnp.nan)
 
 
 def langevin_variances(curvatures, lr, temperature) -> jax.Array:
@@ -468,9 +474,9 @@ def langevin_variances(curvatures, lr, temperature) -> jax.Array:
       Array([0.013333, 0.102564], dtype=float64)
     """
     k = _curvatures(curvatures)
-    _check_lr(lr, k)
+    ok = _check_lr(lr, k)
     _checks.check_positive("temperature", temperature)
-    return temperature / (k * (1.0 - 0.5 * lr * k))
+    return jnp.where(ok, temperature / (k * (1.0 - 0.5 * lr * k)), jnp.nan)
 
 
 def local_exponent(curvatures, lr, *, dynamics: str = "sgd") -> jax.Array:
@@ -505,6 +511,6 @@ def local_exponent(curvatures, lr, *, dynamics: str = "sgd") -> jax.Array:
     if dynamics not in ("sgd", "langevin"):
         raise ValueError(f"dynamics must be 'sgd' or 'langevin'; got {dynamics!r}.")
     k = _curvatures(curvatures)
-    _check_lr(lr, k)
+    ok = _check_lr(lr, k)
     base = 2.0 if dynamics == "sgd" else -2.0
-    return base + 2.0 * lr * k / (2.0 - lr * k)
+    return jnp.where(ok, base + 2.0 * lr * k / (2.0 - lr * k), jnp.nan)

@@ -46,7 +46,9 @@ References:
   Damian, Ma & Lee, "Label noise SGD provably prefers flat global minimizers", NeurIPS 2021
   (arXiv:2106.06530).
   Li, Wang & Arora, "What happens after SGD reaches zero loss? A mathematical framework", ICLR 2022
-  (arXiv:2110.06914): the limiting flow :math:`-\tfrac14\nabla_\Gamma\mathrm{tr}\nabla^2L`.
+  (arXiv:2110.06914): the limiting flow :math:`-\tfrac14\nabla_\Gamma\mathrm{tr}\nabla^2L`
+  (their normalisation, :math:`\sigma^2 = 1`, ``S = 1``; here
+  :math:`-\frac{\sigma^2}{4S}\nabla_\Gamma\mathrm{tr}\nabla^2L` in :math:`\tau = \eta^2k`).
 """
 
 from __future__ import annotations
@@ -108,10 +110,7 @@ def _split_examples(examples):
     y = _checks.as_float_array(y)
     if y.ndim not in (1, 2):
         raise ValueError(f"targets must have shape (N,) or (N, K); got {tuple(y.shape)}.")
-    n = y.shape[0]
-    for leaf in jax.tree_util.tree_leaves(x):
-        if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != n:
-            raise ValueError(f"inputs need the same leading axis N={n} as targets.")
+    _checks.n_examples((y, x), "examples (targets, inputs)")  # one leading axis N on every leaf
     return x, y
 
 
@@ -288,6 +287,8 @@ def linreg_small_lr(inputs, lr, batch_size, label_noise_var) -> SmallLrLimit:
     if x.ndim != 2:
         raise ValueError(f"inputs must have shape (N, D); got {tuple(x.shape)}.")
     s = _checks.check_int("batch_size", batch_size, 1)
+    if jnp.ndim(lr) != 0:
+        raise ValueError(f"lr must be a scalar; got shape {jnp.shape(lr)}.")
     _checks.check_positive("lr", lr)
     _checks.check_nonnegative("label_noise_var", label_noise_var)
     n = x.shape[0]
@@ -380,7 +381,8 @@ def product_residual_var(imbalance, target, lr, label_noise_var, batch_size=1):
 
     **Approximation** (frozen :math:`D`, linearised normal direction; its error is
     :math:`O(\eta\sigma^2)` relative, see ``docs/theory/label_noise.md``). Needs
-    :math:`\eta h < 2`.
+    :math:`\eta h < 2`: a concrete ``lr`` past it raises ``ValueError``, a traced one (under
+    ``jit``/``vmap``/``grad``) gives NaN.
 
     Example:
       >>> round(float(product_residual_var(3.75, 1.0, 0.05, 0.25)), 6)
@@ -388,7 +390,8 @@ def product_residual_var(imbalance, target, lr, label_noise_var, batch_size=1):
     """
     s = _check_lr_noise(lr, label_noise_var, batch_size)
     h = product_curvature(imbalance, target)
-    return lr * label_noise_var / s * h / (2.0 - lr * h)
+    ok = _check_normal_stable(lr, h, "product_residual_var")
+    return jnp.where(ok, lr * label_noise_var / s * h / (2.0 - lr * h), jnp.nan)
 
 
 def _check_order(order):
@@ -397,9 +400,12 @@ def _check_order(order):
 
 
 def _check_normal_stable(lr, h, where):
+    """Eager: raise for a concrete ``lr >= 2/h``.  Returns the traced-safe predicate
+    ``0 < lr h < 2`` (per element of ``h``): the callers return NaN where it is false."""
     _checks.check_lr_below(lr, 2.0 / jnp.max(jnp.asarray(h)),
                            f"2/h = 2/sqrt(D^2 + 4y^2) ({where})",
                            "are unstable in the normal direction")
+    return (lr > 0) & (lr * h < 2.0)
 
 
 def imbalance_drift(imbalance, target, lr, label_noise_var, batch_size=1, *, order="finite_lr"):
@@ -415,7 +421,8 @@ def imbalance_drift(imbalance, target, lr, label_noise_var, batch_size=1, *, ord
     **Approximation** (quasi-stationary normal fluctuations: time-scale separation
     :math:`\eta^2\sigma^2 \ll \eta h`). The leading-order law (Blanc et al. 2020; Damian et al.
     2021; Li, Wang & Arora 2022) drops the factor :math:`2/(2-\eta h)`: 1.119 at
-    :math:`\eta = 0.05, D = 3.75, y = 1` (its drift is 11 % too slow there).
+    :math:`\eta = 0.05, D = 3.75, y = 1` (its drift is 11 % too slow there).  ``finite_lr`` needs
+    :math:`\eta h < 2`: a concrete ``lr`` past it raises ``ValueError``, a traced one gives NaN.
 
     Example:
       >>> round(float(imbalance_drift(3.75, 1.0, 0.05, 0.25)), 7)
@@ -428,8 +435,8 @@ def imbalance_drift(imbalance, target, lr, label_noise_var, batch_size=1, *, ord
     if order == "leading":
         return -rate * d
     h = product_curvature(d, target)
-    _check_normal_stable(lr, h, "imbalance_drift")
-    return -rate * 2.0 / (2.0 - lr * h) * d
+    ok = _check_normal_stable(lr, h, "imbalance_drift")
+    return jnp.where(ok, -rate * 2.0 / (2.0 - lr * h) * d, jnp.nan)
 
 
 def _potential(absd, q, lr):
@@ -465,7 +472,8 @@ def imbalance_path(imbalance0, target, lr, label_noise_var, steps, batch_size=1,
       order: ``"finite_lr"`` (default) or ``"leading"``.
 
     Raises:
-      ValueError: unknown ``order``; (concrete) :math:`\eta \ge 2/h(D_0)`.
+      ValueError: unknown ``order``; (concrete) :math:`\eta \ge 2/h(D_0)` (a traced
+        :math:`\eta` past it gives NaN).
 
     Example:
       >>> round(float(imbalance_path(3.75, 1.0, 0.05, 0.25, 1000)), 4)
@@ -484,7 +492,7 @@ def imbalance_path(imbalance0, target, lr, label_noise_var, steps, batch_size=1,
         return d0 * jnp.exp(-0.5 * c * k)
     q = 2.0 * jnp.abs(jnp.asarray(target, float))
     h0 = jnp.sqrt(d0**2 + q**2)
-    _check_normal_stable(lr, h0, "imbalance_path")
+    ok = _check_normal_stable(lr, h0, "imbalance_path")
     absd0 = jnp.maximum(jnp.abs(d0), 1e-300)
     goal = _potential(absd0, q, lr) - c * k
     lo = jnp.log(absd0) - c * k / (2.0 - lr * h0)  # the fastest rate, c/(2 - lr h0)
@@ -498,7 +506,7 @@ def imbalance_path(imbalance0, target, lr, label_noise_var, steps, batch_size=1,
 
     lo, hi = lax.fori_loop(0, 200, body, (lo, hi))
     out = jnp.sign(d0) * jnp.exp(0.5 * (lo + hi))
-    return jnp.where(d0 == 0, 0.0, out)
+    return jnp.where(ok, jnp.where(d0 == 0, 0.0, out), jnp.nan)  # traced lr >= 2/h0: NaN
 
 
 # ----------------------------------------------------------------------------------------------

@@ -157,22 +157,6 @@ def unravel(params, vector):
 # ------------------------------------------------------------------------------------------------
 
 
-def _n_examples(examples) -> int:
-    leaves = jax.tree_util.tree_leaves(examples)
-    if not leaves:
-        raise ValueError("examples holds no arrays (a pytree with leading axis N is expected).")
-    shapes = [jnp.shape(a) for a in leaves]
-    if any(len(s) == 0 for s in shapes):
-        raise ValueError("every leaf of examples needs a leading axis N (the examples).")
-    n = shapes[0][0]
-    if any(s[0] != n for s in shapes):
-        raise ValueError(f"every leaf of examples needs the same leading axis N; got "
-                         f"{[s[0] for s in shapes]}.")
-    if n < 1:
-        raise ValueError("examples is empty (N = 0).")
-    return int(n)
-
-
 def _flat_loss(loss, params):
     flat, unr = ravel_pytree(params)
     if flat.size == 0:
@@ -199,7 +183,7 @@ def expand(loss: Callable[[Any, Any], jax.Array], params, examples) -> Expansion
     Raises:
       ValueError: empty params/examples, inconsistent leading axes, non-scalar loss.
     """
-    _n_examples(examples)
+    _checks.n_examples(examples)
     flat, f = _flat_loss(loss, params)
     one = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[0], examples)
     out = jax.eval_shape(f, flat, one)
@@ -302,7 +286,7 @@ def _solve(ex: Expansion, lr, f, weight_decay, momentum, use_momentum, flat_rtol
 
 def _check_common(loss, params, examples, batch_size, sampling, weight_decay, momentum=0.0):
     replacement = resolve_sampling(sampling)
-    n = _n_examples(examples)
+    n = _checks.n_examples(examples)
     f = batch_factor(n, batch_size, replacement)
     if jnp.ndim(weight_decay) != 0:
         raise ValueError("weight_decay must be a scalar.")
@@ -641,7 +625,7 @@ def polish(loss: Callable[[Any, Any], jax.Array], params, examples, *, weight_de
       ValueError: a negative eigenvalue of :math:`\bar H+\gamma I` at ``params`` or at the end
         (not near a minimum), or no convergence in ``max_steps``.
     """
-    _n_examples(examples)
+    _checks.n_examples(examples)
     w, f = _flat_loss(loss, params)
     p = w.shape[0]
 

@@ -370,10 +370,7 @@ def sample_minibatch_gradients(key, loss_fn, params, data, batch_size, num_batch
     with_rep = resolve_sampling(sampling, None)
     s = _checks.check_int("batch_size", batch_size, 1)
     m = _checks.check_int("num_batches", num_batches, 1)
-    leaves = jax.tree_util.tree_leaves(data)
-    if not leaves or any(jnp.ndim(a) == 0 for a in leaves):
-        raise ValueError("data must be a pytree of arrays with a leading example axis N.")
-    n = int(jnp.shape(leaves[0])[0])
+    n = _checks.n_examples(data, "data")  # every leaf: the same leading axis N (none clamped)
     batch_factor(n, s, sampling=sampling)  # batch_size > N without replacement raises here
     flat, unravel = ravel_pytree(params)
     keys = jax.random.split(key, m)

@@ -610,7 +610,8 @@ def laprop(learning_rate, b1: float = 0.9, b2: float = 0.999,
       learning_rate: constant :math:`\lambda > 0`.
       b1: momentum :math:`\beta_1 \in [0, 1)`.
       b2: second-moment decay :math:`\beta_2 \in [0, 1)`.
-      eps: :math:`\epsilon \ge 0`, added to the bias-corrected root mean square.
+      eps: :math:`\epsilon > 0`, added to the bias-corrected root mean square (0 is rejected:
+        a coordinate whose gradients were all zero would get 0/0; use e.g. 1e-300 for "no eps").
 
     Returns:
       An ``optax.GradientTransformation`` (nonlinear in the gradient: :func:`linearize` rejects it;
@@ -631,7 +632,8 @@ def laprop(learning_rate, b1: float = 0.9, b2: float = 0.999,
     _checks.check_positive("learning_rate", learning_rate)
     _checks.check_momentum(b1, "b1")
     _checks.check_momentum(b2, "b2")
-    _checks.check_nonnegative("eps", eps)
+    # eps = 0 would give 0/0 = NaN for a coordinate whose gradients so far were all zero
+    _checks.check_positive("eps", eps)
 
     def init_fn(params):
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)

@@ -48,7 +48,7 @@ def _laprop_numpy(grads, lr, b1, b2, eps):
     return np.array(out)
 
 
-@pytest.mark.parametrize("b1,b2,eps", [(0.9, 0.999, 1e-15), (0.99, 0.9, 1e-8), (0.0, 0.5, 0.0)])
+@pytest.mark.parametrize("b1,b2,eps", [(0.9, 0.999, 1e-15), (0.99, 0.9, 1e-8), (0.0, 0.5, 1e-300)])
 def test_laprop_matches_numpy_loop(b1, b2, eps):
     g = np.random.default_rng(0).standard_normal((40, 3)) * np.array([1.0, 1e-3, 50.0])
     got = ad.optimizer_updates(optim.laprop(0.03, b1, b2, eps), jnp.asarray(g))
@@ -253,7 +253,7 @@ def test_laprop_bound_approached_and_never_exceeded():
     fast[:t, 0] = 1e12 ** np.arange(1.0, t + 1)  # each gradient dominates the EMA
     rng = np.random.default_rng(2)
     rnd = rng.standard_normal((n, 512)) * np.exp(3 * rng.standard_normal((n, 512)))
-    u = np.asarray(ad.optimizer_updates(optim.laprop(1.0, b1, b2, eps=0.0), np.concatenate([fast, rnd], 1)))
+    u = np.asarray(ad.optimizer_updates(optim.laprop(1.0, b1, b2, eps=1e-300), np.concatenate([fast, rnd], 1)))
     np.testing.assert_allclose(abs(float(u[t - 1, 0])), bound, rtol=1e-10)
     # the bound at every step, summed in NumPy (checked against the function at two steps)
     bounds = np.array([(1 - b1) / (1 - b1**m) * sum(b1 ** (m - j) * math.sqrt((1 - b2**j) / (1 - b2))
@@ -417,3 +417,22 @@ def test_per_replica_ema_adam_collapses():
                            replicas=256)
     m, se = float(s.mean[0]), float(s.mean_stderr[0])
     assert m < -10 and _z(m, se, 0.5 * math.log10(a)) < -Z
+
+
+def test_second_step_requires_scalars_and_zero_eps_guards():
+    # a (k, 1) mean would broadcast against the quadrature nodes and be summed away
+    with pytest.raises(ValueError, match="mean must be a scalar.*jax.vmap"):
+        ad.adam_update_moments_second_step(jnp.zeros((2, 1)), 1.0)
+    with pytest.raises(ValueError, match="std must be a scalar"):
+        ad.adam_update_moments_second_step(0.0, jnp.ones(3))
+    per = jax.vmap(ad.adam_update_moments_second_step)(jnp.array([0.0, 0.5]), jnp.ones(2))
+    np.testing.assert_allclose(per.var[1], ad.adam_update_moments_second_step(0.5, 1.0).var,
+                               rtol=1e-12)
+    # LaProp with eps = 0 gives 0/0 on a coordinate with only zero gradients: rejected
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        optim.laprop(0.1, eps=0.0)
+    u = ad.optimizer_updates(optim.laprop(0.1), jnp.zeros((3, 2)))
+    assert np.all(np.asarray(u) == 0.0)
+    with pytest.raises(ValueError, match="g != 0"):
+        ad.impulse_updates(1.0, eps=0.0, g=0.0)
+    assert float(ad.impulse_updates(1.0, eps=1e-8, g=0.0).laprop) == 0.0

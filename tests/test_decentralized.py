@@ -143,6 +143,39 @@ def test_errors():
     np.testing.assert_array_equal(dc.check_mixing(asym, symmetric=False), asym)
 
 
+def test_traced_lr_past_bound_gives_nan():
+    # eager: ValueError naming the bound; traced (jit/vmap): NaN, never a plausible number
+    spread = jax.jit(lambda lr: dc.consensus_spread(W8, 1.0, lr, 1.0))
+    assert np.isnan(float(spread(0.8)))  # past (1 + ω_min)/h = 2/3
+    np.testing.assert_allclose(spread(0.5), dc.consensus_spread(W8, 1.0, 0.5, 1.0), rtol=1e-12)
+    gtm = jax.vmap(lambda lr: dc.consensus_spread(W8, 1.0, lr, 1.0, order="gradient_then_mix"))
+    out = np.asarray(gtm(jnp.array([1.5, 2.5])))  # bound 2/h = 2
+    assert np.isfinite(out[0]) and np.isnan(out[1])
+    mv = jax.jit(lambda lr: dc.mean_variance(W8, jnp.array([1.0, 4.0]), lr, 1.0))
+    assert np.all(np.isnan(np.asarray(mv(0.6))))  # past 2/h_max = 0.5
+    assert np.all(np.isfinite(np.asarray(mv(0.4))))
+    with pytest.raises(ValueError, match=r"2/h_max \(the mean mode\) = 0.5"):
+        dc.mean_variance(W8, jnp.array([1.0, 4.0]), 0.6, 1.0)
+    # the transients are valid at any lr: no NaN past the bound
+    assert np.isfinite(float(jax.jit(lambda lr: dc.consensus_spread_after(W8, 1.0, lr, 1.0, 5))(0.8)))
+
+
+def test_effective_lr_below_lr_where_curvature_rises_along_descent():
+    # L = w^2/2 - w^4/40 at w = 1: L' = 0.9, third derivative -0.6; L'' grows as w descends to 0
+    loss = lambda w: w ** 2 / 2 - w ** 4 / 40  # noqa: E731
+    np.testing.assert_allclose(dc.effective_lr(loss, 1.0, 0.1, 0.01) / 0.1, 1 - 0.6 * 0.01 / 1.8,
+                               rtol=1e-12)  # 0.9967 < 1
+
+
+def test_orders_shared_and_dpsgd_lr_positive():
+    from sgdtheory.simulate.dpsgd import DPSGD_ORDERS
+    assert DPSGD_ORDERS is dc.ORDERS and dc.ORDERS == ("mix_then_step", "gradient_then_mix")
+    loss = lambda w, z: 0.5 * w ** 2 + z * w  # noqa: E731
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        st.simulate.dpsgd(jax.random.key(0), loss, jnp.array(0.0), NOISE, W8, 0.0,
+                          steps=10, replicas=8, burn_in=0)
+
+
 def test_effective_lr_closed_forms():
     quartic = lambda w: w ** 2 / 2 + w ** 4 / 4  # noqa: E731  L' = w + w^3, L''' = 6 w
     for w0, s in ((-2.0, 0.1),):

@@ -245,6 +245,19 @@ def test_minimal_model_errors(call, match):
         call()
 
 
+def test_minimal_models_traced_lr_past_bound_give_nan():
+    # eager lr >= 2/k_max raises (above); a traced one yields NaN, not a plausible number
+    fns = (lambda lr: fl.landscape_shift_variances(K4, lr, 1.0, 1),
+           lambda lr: fl.langevin_variances(K4, lr, 1.0),
+           lambda lr: fl.local_exponent(K4, lr),
+           lambda lr: fl.local_exponent(K4, lr, dynamics="langevin"))
+    for f in fns:
+        assert np.all(np.isnan(np.asarray(jax.jit(f)(2.5))))  # 2/k_max = 2
+        np.testing.assert_allclose(jax.jit(f)(0.5), f(0.5), rtol=1e-12)
+    with pytest.raises(ValueError, match="lr must be a scalar"):
+        fl.langevin_variances(K4, np.array([0.1, 0.2]), 1.0)
+
+
 # ------------------------------------------------------------------------------------------------
 # exact minimal models against simulated SGD
 # ------------------------------------------------------------------------------------------------

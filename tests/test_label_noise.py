@@ -436,6 +436,32 @@ def test_product_errors():
         ln.imbalance_path(jnp.ones(2), 1.0, 0.01, 0.25, 10)
 
 
+def test_product_traced_lr_past_bound_gives_nan():
+    # h(D = 30, y = 1) = 30.07: the bound 2/h = 0.0665; eager 0.1 raises, traced 0.1 gives NaN
+    with pytest.raises(ValueError, match="2/h"):
+        ln.product_residual_var(30.0, 1.0, 0.1, 0.25)
+    fns = (lambda lr: ln.product_residual_var(30.0, 1.0, lr, 0.25),
+           lambda lr: ln.imbalance_drift(30.0, 1.0, lr, 0.25),
+           lambda lr: ln.imbalance_path(30.0, 1.0, lr, 0.25, 10))
+    for f in fns:
+        assert np.isnan(float(jax.jit(f)(0.1)))
+        np.testing.assert_allclose(jax.jit(f)(0.01), f(0.01), rtol=1e-12)
+    # per element: only the points past their own bound are NaN
+    out = np.asarray(jax.jit(lambda lr: ln.imbalance_drift(jnp.array([1.0, 30.0]), 1.0, lr, 0.25))(0.1))
+    assert np.isfinite(out[0]) and np.isnan(out[1])
+    # the leading-order law has no bound
+    assert np.isfinite(float(jax.jit(
+        lambda lr: ln.imbalance_drift(30.0, 1.0, lr, 0.25, order="leading"))(0.1)))
+
+
+def test_examples_leading_axis_and_scalar_lr():
+    x = jnp.ones((4, 2))
+    with pytest.raises(ValueError, match="same leading axis N; got"):
+        ln.diffusions(_tanh_loss, _TP, ({"a": _TX, "b": _TX[:3]}, _TY), 1, 0.1)
+    with pytest.raises(ValueError, match="lr must be a scalar"):
+        ln.linreg_small_lr(x, jnp.array([0.1, 0.2]), 2, 1.0)
+
+
 def test_public_surface():
     assert st.label_noise is ln
     for name in ln.__all__:

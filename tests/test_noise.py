@@ -148,3 +148,14 @@ def test_sampling_name_gives_the_replacement_numbers():
     np.testing.assert_array_equal(
         N.gradient_noise_covariance(loss, jnp.zeros(1), (x, y), 2, sampling="without_replacement"),
         N.gradient_noise_covariance(loss, jnp.zeros(1), (x, y), 2, replacement=False))
+
+
+def test_error_sample_minibatch_gradients_leaves_disagree():
+    # N is no longer read from the first leaf: a shorter leaf would have been silently clamped
+    import jax
+    x, y = jnp.ones((5, 1)), jnp.ones(4)
+    loss = lambda w, z: 0.5 * (z[0] @ w - z[1]) ** 2  # noqa: E731
+    with pytest.raises(ValueError, match=r"same leading axis N; got \[5, 4\]"):
+        N.sample_minibatch_gradients(jax.random.key(0), loss, jnp.zeros(1), (x, y), 2, 3)
+    with pytest.raises(ValueError, match="leading axis"):
+        N.sample_minibatch_gradients(jax.random.key(0), loss, jnp.zeros(1), (x, jnp.ones(())), 2, 3)

@@ -47,7 +47,7 @@ from sgdtheory.simulate.minibatch import minibatch_sgd
 
 __all__ = ["dpsgd", "consensus_observe", "DPSGD_ORDERS"]
 
-DPSGD_ORDERS = ("mix_then_step", "gradient_then_mix")
+DPSGD_ORDERS = _checks.DPSGD_ORDERS  # shared with sgdtheory.decentralized.ORDERS (one definition)
 
 
 def consensus_observe(params) -> jax.Array:
@@ -119,7 +119,7 @@ def dpsgd(
         ``n`` learners share a sampling rule).
       mixing: ``(n, n)`` non-negative doubly-stochastic matrix (rows and columns sum to 1; symmetry
         not required).  ``n`` (its size) is static; its values are data.
-      lr: the learning rate :math:`\alpha` (a scalar; passed as data: changing it does not
+      lr: the learning rate :math:`\alpha > 0` (a scalar; passed as data: changing it does not
         recompile).
       steps, replicas, burn_in: as in :func:`~sgdtheory.simulate.minibatch_sgd`.
       order: ``"mix_then_step"`` (default) or ``"gradient_then_mix"``.
@@ -151,15 +151,14 @@ def dpsgd(
       True
     """
     _checks.check_key(key)
-    if order not in DPSGD_ORDERS:
-        raise ValueError(f"order must be one of {DPSGD_ORDERS}; got {order!r}.")
+    _checks.check_choice("order", order, DPSGD_ORDERS)
     if loss is None and gradient is None:
         raise ValueError("pass loss(params, example) (or gradient(params, batch)).")
     w_np = np.asarray(_checks.check_mixing(mixing, symmetric=False))
     n = w_np.shape[0]
     if jnp.ndim(lr) != 0:
         raise ValueError(f"lr must be a scalar; got shape {jnp.shape(lr)}.")
-    _checks.check_nonnegative("lr", lr)
+    _checks.check_positive("lr", lr)
     data, n_examples = check_data(data, engine.get("dtype"))
     s = data.batch_size
     if isinstance(data, Dataset):
