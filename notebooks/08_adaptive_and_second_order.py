@@ -124,8 +124,9 @@ st.plot.show(fig)
 # For $C=\frac{N-S}{NS}H$ the constant $\lambda$ that makes SGD's stationary law closest (KL) to the
 # posterior $\mathcal N(0,(NH)^{-1})$ solves an exact equation (p1 Thm 6); Mandt et al.'s
 # continuous-time answer $2SD/(N\operatorname{tr}H)$ is its small-$\lambda$ limit. The excess loss
-# after $t$ steps from the minimum, $E_d(t)$, is never below its continuous-time counterpart $E_c(t)$
-# (p1 Thm 7).
+# after $t$ steps from the minimum, $E_d(t)$ (p1 Thm 7), is never below its continuous-time
+# counterpart $E_c(t)$ for plain SGD (proved in `docs/theory/quadratic.md`; with momentum it can be,
+# at early $t$).
 
 # %%
 N_DATA = 200
