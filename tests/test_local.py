@@ -305,3 +305,25 @@ def test_agrees_with_minibatch_sgd(sampling, mu):
     zmax = z_threshold(sim.groups, 9)
     assert np.max(np.abs(zc[np.triu_indices(3)])) < zmax
     assert np.max(np.abs(zm)) < zmax
+
+
+def test_low_rank_route_is_the_dense_equation_to_round_off():
+    """P = 48 params, rank-2 per-example Hessians: local.stationary takes the factored route
+    (H_i = Q_i B_i Q_i^T, ~4NP^2r flops per operator application instead of 2NP^3) and must give
+    the dense enumerated Kronecker solve to round-off; full-rank Hessians keep the dense route."""
+    from sgdtheory.local import _low_rank_factors
+
+    rng = np.random.default_rng(7)
+    n, d, wd = 12, 48, 0.3
+    v = rng.normal(size=(n, d, 2)) / np.sqrt(d)
+    h = jnp.asarray(np.einsum("nik,njk->nij", v, v))
+    b = jnp.asarray(rng.normal(size=(n, d)) / np.sqrt(d))
+    theta = jnp.zeros(d)
+    q, _ = _low_rank_factors(h)
+    assert q.shape == (n, d, 2)
+    assert _low_rank_factors(_quad_problem(n=4, d=48)[0]) is None   # full rank: dense route
+    lr = 0.5 * float(local.max_stable_lr(_quad_loss, theta, (h, b), 1, weight_decay=wd))
+    res = local.stationary(_quad_loss, theta, (h, b), lr, 1, weight_decay=wd)
+    mean, cov, _ = _enumerated(h, np.asarray(b), lr, 1, True, wd, theta)
+    np.testing.assert_allclose(res.param_mean, mean, atol=1e-12)
+    np.testing.assert_allclose(res.param_cov, cov, atol=1e-11 * np.abs(cov).max())
