@@ -46,6 +46,7 @@ import numpy as np
 from scipy import integrate, optimize, special
 
 from sgdtheory import _checks
+from sgdtheory._sampling import sample_indices
 
 __all__ = [
     "TailRegime",
@@ -774,11 +775,7 @@ def dataset_tail_index_mc(key, inputs, lr, batch_size=1, *, sampling="with_repla
     xs = jnp.asarray(x)
 
     def sample_m(k, p):
-        if sampling == "with_replacement":
-            idx = jax.random.randint(k, (p, s), 0, n)
-        else:
-            idx = jnp.argsort(jax.random.uniform(k, (p, n)), axis=1)[:, :s]
-        xb = xs[idx]
+        xb = xs[sample_indices(k, sampling, n, (p, s))]
         return jnp.eye(d)[None] - (lr / s) * jnp.einsum("psi,psj->pij", xb, xb)
 
     return _mc_tail_index(key, _Hashable(sample_m, ("dataset", x.tobytes(), lr, s, sampling)), d,

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from sgdtheory import _checks
+from sgdtheory._sampling import sample_indices
 from sgdtheory._mean_square import batch_factor, resolve_sampling
 
 __all__ = [
@@ -376,9 +377,7 @@ def sample_minibatch_gradients(key, loss_fn, params, data, batch_size, num_batch
     keys = jax.random.split(key, m)
 
     def one(k, flat, data):
-        # Without replacement: the S largest of N i.i.d. uniforms form a uniform S-subset.
-        idx = (jax.random.randint(k, (s,), 0, n) if with_rep
-               else jax.lax.top_k(jax.random.uniform(k, (n,)), s)[1])
+        idx = sample_indices(k, "with_replacement" if with_rep else "without_replacement", n, (s,))
         batch = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[idx], data)
         mean_loss = lambda x: jnp.mean(jax.vmap(loss_fn, in_axes=(None, 0))(unravel(x), batch))
         return jax.grad(mean_loss)(flat)

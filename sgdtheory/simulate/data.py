@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from sgdtheory import _checks
+from sgdtheory._sampling import sample_indices
 
 __all__ = ["Dataset", "Online", "SAMPLING_RULES"]
 
@@ -102,10 +103,7 @@ def _cast(a, dtype):
 
 def draw_indices(key, sampling: str, replicas: int, n: int, s: int):
     """``(replicas, S)`` example indices for one step of an i.i.d. sampling rule."""
-    if sampling == "with_replacement":
-        return jax.random.randint(key, (replicas, s), 0, n)
-    u = jax.random.uniform(key, (replicas, n))
-    return lax.top_k(u, s)[1]
+    return sample_indices(key, sampling, n, (replicas, s))
 
 
 def shuffle_init(key, replicas: int, n: int):

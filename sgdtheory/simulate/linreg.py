@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from sgdtheory import _checks
+from sgdtheory._sampling import sample_indices
 from sgdtheory._linalg import psd_sqrt
 from sgdtheory.simulate._engine import Stats
 from sgdtheory.simulate.data import SAMPLING_RULES, Dataset, Online
@@ -212,11 +213,7 @@ def noisy_dataset(inputs, targets, label_noise_var, sampling="with_replacement",
     def sample(k, shape):
         shape = tuple(shape)
         k_idx, k_eps = jax.random.split(k)
-        if sampling == "with_replacement":
-            idx = jax.random.randint(k_idx, shape, 0, n)
-        else:
-            u = jax.random.uniform(k_idx, shape[:-1] + (n,))
-            idx = jax.lax.top_k(u, shape[-1])[1]
+        idx = sample_indices(k_idx, sampling, n, shape)
         eps = jax.random.normal(k_eps, shape, dtype)
         return x[idx], y[idx] + sigma * eps
 
