@@ -595,8 +595,22 @@ class TailIndexEstimate(NamedTuple):
     method: str
 
 
-@functools.partial(jax.jit, static_argnames=("sample_m", "d", "particles", "steps", "burn_in"))
-def _moment_rate(keys, beta, sample_m, d, particles, steps, burn_in):
+_MC_METHOD = "Monte Carlo (population dynamics)"
+
+
+def _multipliers(key, count, data, kind, s, d):
+    """``count`` i.i.d. multipliers ``I - (lr/S) sum_i x_i x_i^T`` of one step: ``kind`` "online"
+    (``data = (lr, A^{1/2})``, Gaussian inputs) or a sampling rule (``data = (lr, inputs)``)."""
+    lr, mat = data
+    if kind == "online":
+        x = jax.random.normal(key, (count, s, d), mat.dtype) @ mat.T
+    else:
+        x = mat[sample_indices(key, kind, mat.shape[0], (count, s))]
+    return jnp.eye(d)[None] - (lr / s) * jnp.einsum("psi,psj->pij", x, x)
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "s", "d", "particles", "steps", "burn_in"))
+def _moment_rate(keys, beta, data, kind, s, d, particles, steps, burn_in):
     """Population-dynamics estimate of h(beta) = lim (1/n) log E||M_n...M_1 u||^beta, one per key.
 
     Each particle carries a direction u; per step it is mapped by a fresh multiplier, weighted by
@@ -610,7 +624,7 @@ def _moment_rate(keys, beta, sample_m, d, particles, steps, burn_in):
 
         def step(u, k):
             k1, k2 = jax.random.split(k)
-            v = jnp.einsum("pij,pj->pi", sample_m(k1, particles), u)
+            v = jnp.einsum("pij,pj->pi", _multipliers(k1, particles, data, kind, s, d), u)
             nrm = jnp.maximum(jnp.linalg.norm(v, axis=1), jnp.finfo(v.dtype).tiny)
             logw = b * jnp.log(nrm)
             top = jnp.max(logw)
@@ -626,10 +640,11 @@ def _moment_rate(keys, beta, sample_m, d, particles, steps, burn_in):
     return jax.vmap(one)(keys, beta)
 
 
-def _mc_tail_index(key, sample_m, d, *, particles, steps, burn_in, repeats, max_beta=1024.0,
+def _mc_tail_index(key, data, kind, s, d, *, particles, steps, burn_in, repeats, max_beta=1024.0,
                    rtol=1e-4) -> TailIndexEstimate:
     """Root of the estimated h(beta) for each of ``repeats`` independent keys (common random
-    numbers across beta within a key), by a vectorised Illinois (regula falsi) iteration."""
+    numbers across beta within a key), by a vectorised Illinois (regula falsi) iteration.  The
+    problem (``data``) is traced: a new dataset or lr reuses the compiled estimator."""
     for name, v, lo in (("particles", particles, 2), ("steps", steps, 2), ("repeats", repeats, 2)):
         if isinstance(v, bool) or int(v) != v or int(v) < lo:
             raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}.")
@@ -639,10 +654,10 @@ def _mc_tail_index(key, sample_m, d, *, particles, steps, burn_in, repeats, max_
     n = int(repeats)
 
     def h(beta):
-        return np.asarray(_moment_rate(keys, jnp.asarray(beta, dtype=float), sample_m, d,
+        return np.asarray(_moment_rate(keys, jnp.asarray(beta, dtype=float), data, kind, s, d,
                                        int(particles), int(steps), int(burn_in)))
 
-    method = "Monte Carlo (population dynamics)"
+    method = _MC_METHOD
     small = np.full(n, 1e-3)
     # the slope of h at 0 is the Lyapunov exponent: a run with h(small) >= 0 sees no stationary
     # law (root 0); it stays in the mean and SE (near the a.s. edge that is the honest spread)
@@ -729,12 +744,7 @@ def online_tail_index_mc(key, input_cov, lr, batch_size, *, particles=2048, step
     d = int(a.shape[0])
     w, v = jnp.linalg.eigh(a)
     root_a = v * jnp.sqrt(jnp.clip(w, 0.0))[None, :]
-
-    def sample_m(k, p):
-        x = jax.random.normal(k, (p, s, d)) @ root_a.T
-        return jnp.eye(d)[None] - (lr / s) * jnp.einsum("psi,psj->pij", x, x)
-
-    return _mc_tail_index(key, _Hashable(sample_m, ("online", np.asarray(a).tobytes(), lr, s)), d,
+    return _mc_tail_index(key, (jnp.asarray(lr, float), root_a), "online", s, d,
                           particles=particles, steps=steps, burn_in=burn_in, repeats=repeats)
 
 
@@ -764,39 +774,13 @@ def dataset_tail_index_mc(key, inputs, lr, batch_size=1, *, sampling="with_repla
     lr = _lr(lr)
     s = _batch(batch_size)
     n, d = x.shape
-    if sampling not in ("with_replacement", "without_replacement"):
-        raise ValueError("sampling must be 'with_replacement' or 'without_replacement'; got "
-                         f"{sampling!r}.")
+    _checks.check_choice("sampling", sampling, ("with_replacement", "without_replacement"))
     if sampling == "without_replacement" and s > n:
         raise ValueError(f"batch_size {s} > N = {n} without replacement.")
-    method = "Monte Carlo (population dynamics)"
     if lr * float(np.max(np.sum(x * x, axis=1))) < 2.0:
-        return TailIndexEstimate(math.inf, 0.0, np.full(int(repeats), math.inf), method)
-    xs = jnp.asarray(x)
-
-    def sample_m(k, p):
-        xb = xs[sample_indices(k, sampling, n, (p, s))]
-        return jnp.eye(d)[None] - (lr / s) * jnp.einsum("psi,psj->pij", xb, xb)
-
-    return _mc_tail_index(key, _Hashable(sample_m, ("dataset", x.tobytes(), lr, s, sampling)), d,
+        return TailIndexEstimate(math.inf, 0.0, np.full(int(repeats), math.inf), _MC_METHOD)
+    return _mc_tail_index(key, (jnp.asarray(lr, float), jnp.asarray(x)), sampling, s, d,
                           particles=particles, steps=steps, burn_in=burn_in, repeats=repeats)
-
-
-class _Hashable:
-    """A sampler closure hashed by the data that defines it (so jit's static-argument cache hits
-    for repeated calls with the same problem instead of recompiling)."""
-
-    def __init__(self, fn, ident):
-        self.fn, self.ident = fn, ident
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-    def __hash__(self):
-        return hash(self.ident)
-
-    def __eq__(self, other):
-        return isinstance(other, _Hashable) and self.ident == other.ident
 
 
 # -------------------------------------------------------------------------------- 1-D moments

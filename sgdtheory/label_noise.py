@@ -394,11 +394,6 @@ def product_residual_var(imbalance, target, lr, label_noise_var, batch_size=1):
     return jnp.where(ok, lr * label_noise_var / s * h / (2.0 - lr * h), jnp.nan)
 
 
-def _check_order(order):
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}; got {order!r}.")
-
-
 def _check_normal_stable(lr, h, where):
     """Eager: raise for a concrete ``lr >= 2/h``.  Returns the traced-safe predicate
     ``0 < lr h < 2`` (per element of ``h``): the callers return NaN where it is false."""
@@ -428,7 +423,7 @@ def imbalance_drift(imbalance, target, lr, label_noise_var, batch_size=1, *, ord
       >>> round(float(imbalance_drift(3.75, 1.0, 0.05, 0.25)), 7)
       -0.0026224
     """
-    _check_order(order)
+    _checks.check_choice("order", order, ORDERS)
     s = _check_lr_noise(lr, label_noise_var, batch_size)
     d = jnp.asarray(imbalance, float)
     rate = lr**2 * label_noise_var / s
@@ -481,7 +476,7 @@ def imbalance_path(imbalance0, target, lr, label_noise_var, steps, batch_size=1,
       >>> round(float(imbalance_path(3.75, 1.0, 0.05, 0.25, 1000, order="leading")), 4)
       2.0072
     """
-    _check_order(order)
+    _checks.check_choice("order", order, ORDERS)
     s = _check_lr_noise(lr, label_noise_var, batch_size)
     d0 = jnp.asarray(imbalance0, float)
     if d0.ndim != 0:
