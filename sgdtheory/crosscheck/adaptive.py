@@ -206,41 +206,42 @@ def _particle_budget(mode):
     return (2048, 32) if mode == "quick" else (8192, 64)
 
 
+def _mean_field_row(key, mode, fp, preconditioner, label, lam, k, c, expect, note, steps=60):
+    """E w² of interacting replicas (steps/2..steps) against the fixed point ``fp`` (1-D)."""
+    particles, ensembles = _particle_budget(mode)
+    a_star = float(fp.sigma[0, 0])
+    _, avg = mean_field_particles(key, k, lam, c, a_star, preconditioner=preconditioner,
+                                  steps=steps, particles=particles, ensembles=ensembles)
+    slope = round(float(fp.jacobian[0, 0, 0]), 12) + 0.0  # no "-0"
+    if callable(note):
+        note = note(float(avg.mean()) / a_star - 1)
+    return _time_average_row(f"E w², steps {steps // 2}-{steps} ({label})",
+                             f"c={c},slope={slope:+.3g}", a_star, avg, expect, note)
+
+
 @register("adaptive/ngd-mean-field",
           "NGD Λ=λ(KΣK)⁻¹ with C=cKΣK, interacting replicas (mean-field dynamics): E w² stays at "
           "p1 Eq. 111 for c=3 (slope 0), leaves it for c=0.5 (slope -1.67)", tags=("adaptive",))
 def _ngd_mean_field(key, mode):
-    particles, ensembles = _particle_budget(mode)
-    lam, k, steps = 0.1, 1.0, 60
-    rows = []
-    for c, kk, expect in ((3.0, 0, "agree"), (0.5, 1, "disagree")):
-        fp = adaptive.ngd_fixed_point_proportional(jnp.eye(1) * k, c, lam)
-        a_star = float(fp.sigma[0, 0])
-        _, avg = mean_field_particles(jax.random.fold_in(key, kk), k, lam, c, a_star,
-                                      preconditioner="ngd", steps=steps, particles=particles,
-                                      ensembles=ensembles)
-        slope = round(float(fp.jacobian[0, 0, 0]), 12) + 0.0
-        rows.append(_time_average_row(
-            f"E w², steps {steps // 2}-{steps} (NGD)", f"c={c},slope={slope:+.3g}", a_star, avg,
-            expect, "attracting" if expect == "agree"
-            else f"repelling: {float(avg.mean()) / a_star - 1:+.0%} off the fixed point"))
-    return rows
+    lam, k = 0.1, 1.0
+    repelling = lambda off: f"repelling: {off:+.0%} off the fixed point"  # noqa: E731
+    return [_mean_field_row(jax.random.fold_in(key, kk), mode,
+                            adaptive.ngd_fixed_point_proportional(jnp.eye(1) * k, c, lam), "ngd",
+                            "NGD", lam, k, c, expect,
+                            "attracting" if expect == "agree" else repelling)
+            for c, kk, expect in ((3.0, 0, "agree"), (0.5, 1, "disagree"))]
 
 
 @register("adaptive/adam-like-mean-field",
           "Adam-like Λ=λE[ggᵀ]^(-1/2), C=cKΣK, c=0.5: mean-field replicas stay at p1 Thm 10 "
           "(slope -1/3); a per-replica EMA-Adam (minibatch_sgd) collapses |w|→0", tags=("adaptive",))
 def _adam_like_mean_field(key, mode):
-    particles, ensembles = _particle_budget(mode)
     lam, k, c = 0.1, 1.0, 0.5
     k1, k2 = jax.random.split(key)
     fp = adaptive.adam_like_fixed_point(jnp.eye(1) * k, c, lam)
     a_star = float(fp.sigma[0, 0])
-    _, avg = mean_field_particles(k1, k, lam, c, a_star, preconditioner="adam", steps=60,
-                                  particles=particles, ensembles=ensembles)
-    rows = [_time_average_row("E w², steps 30-60 (Adam-like, mean field)",
-                              f"c={c},slope={float(fp.jacobian[0, 0, 0]):+.3g}", a_star, avg,
-                              "agree", "attracting")]
+    rows = [_mean_field_row(k1, mode, fp, "adam", "Adam-like, mean field", lam, k, c, "agree",
+                            "attracting")]
     st = ema_adam_log_abs_w(k2, k, lam, c, 0.99, math.sqrt(a_star),
                             steps=500 if mode == "quick" else 2000, replicas=256)
     rows.append(compare_scalar("mean log10|w|, per-replica EMA-Adam β2=0.99", f"c={c},λ={lam}",
