@@ -32,19 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import sgdtheory as st
-from benchmarks._common import block, problem
+from benchmarks._common import interleaved, problem
 
 BEGIN, END = "<!-- gpu-table:begin -->", "<!-- gpu-table:end -->"
 
 
 def _best(fn, repeats=3):
-    block(fn())
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        block(fn())
-        best = min(best, time.perf_counter() - t)
-    return best
+    """Best-of-``repeats`` wall time after a warm-up call (the shared timer, one workload)."""
+    return interleaved({"run": fn}, repeats)["run"]
 
 
 def _naive(d, replicas, steps, dtype):
