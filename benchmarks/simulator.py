@@ -80,27 +80,31 @@ def throughput(quick: bool):
     gen = jax.jit(lambda k: generic_engine(k, h, chol, lr, steps, replicas, burn_in).cov)
     floor64 = jax.jit(lambda k: noise_floor(k, steps, replicas, d, 8, jnp.float64))
     floor32 = jax.jit(lambda k: noise_floor(k, steps, replicas, d, 8, jnp.float32))
+    floor_erf = jax.jit(lambda k: noise_floor(k, steps, replicas, d, 1, jnp.float64, "gaussian_erfinv"))
     floor_rad = jax.jit(lambda k: noise_floor(k, steps, replicas, d, 8, jnp.float32, "rademacher"))
     variants = {
         "numpy f64 (baseline)": lambda: numpy_sgd(0, h, chol, lr, steps, replicas, burn_in, 32),
+        "numpy f32 state+noise": lambda: numpy_sgd(0, h.astype(np.float32), chol.astype(np.float32),
+                                                   lr, steps, replicas, burn_in, 32, np.float32),
         "jax naive (per-step key+merge)": lambda: gen(key),
-        "block=1": ours(block=1),
-        "block=8": ours(block=8),
-        "block=8 f32 noise": ours(block=8, noise_dtype=jnp.float32),
-        "block=1 f32 noise": ours(block=1, noise_dtype=jnp.float32),
-        "block=8 f32 noise rbg": ours(block=8, noise_dtype=jnp.float32, prng_impl="rbg"),
-        "rademacher block=8": ours(block=8, noise="rademacher"),
-        "floor: normal f64 draws": lambda: floor64(key),
-        "floor: normal f32 draws": lambda: floor32(key),
+        "gaussian (ziggurat) block=8 (default)": ours(),
+        "gaussian (ziggurat) f32 state": ours(dtype=jnp.float32),
+        "gaussian (ziggurat) block=1": ours(block=1),
+        "gaussian (ziggurat) block=8 f32 noise": ours(noise_dtype=jnp.float32),
+        "gaussian_erfinv block=1 (old default)": ours(noise="gaussian_erfinv", block=1),
+        "gaussian_erfinv block=8 f32 noise": ours(noise="gaussian_erfinv", block=8,
+                                                  noise_dtype=jnp.float32),
+        "rademacher block=8": ours(noise="rademacher"),
+        "floor: ziggurat f64 draws": lambda: floor64(key),
+        "floor: ziggurat f32 draws": lambda: floor32(key),
+        "floor: jax.random.normal f64 draws": lambda: floor_erf(key),
         "floor: rademacher bits": lambda: floor_rad(key),
     }
     if not quick:
         variants.update({
-            "block=8 unroll=2": ours(block=8, unroll=2),
-            "block=8 unroll=8": ours(block=8, unroll=8),
-            "block=32": ours(block=32),
-            "block=8 f64 noise rbg": ours(block=8, prng_impl="rbg"),
-            "block=32 f32 noise unroll=2": ours(block=32, unroll=2, noise_dtype=jnp.float32),
+            "gaussian (ziggurat) block=8 unroll=2": ours(unroll=2),
+            "gaussian (ziggurat) block=32": ours(block=32),
+            "gaussian_erfinv block=8": ours(noise="gaussian_erfinv", block=8),
             "rademacher block=32": ours(block=32, noise="rademacher"),
         })
     times = interleaved(variants, repeats)
@@ -110,7 +114,7 @@ def throughput(quick: bool):
         rows.append(dict(workload=f"(a) sim D=10 R=4096 f64, {steps} steps", variant=name,
                          seconds=t,
                          rate=replicas * steps / t, ratio_vs_baseline=base / t,
-                         ratio_vs_floor=times["floor: normal f64 draws"] / t))
+                         ratio_vs_floor=times["floor: ziggurat f64 draws"] / t))
     return rows
 
 
@@ -142,8 +146,9 @@ def time_to_precision(quick: bool, target: float = 0.01):
 
     methods = {
         "numpy gaussian f64 (baseline)": lambda: numpy_sgd(1, h, chol, lr, steps, replicas, burn_in, 32),
-        "ours gaussian f64 block=1": ours(block=1),
-        "ours gaussian f32-noise block=1": ours(block=1, noise_dtype=jnp.float32),
+        "ours gaussian (ziggurat) f64": ours(),
+        "ours gaussian (ziggurat) f32-noise": ours(noise_dtype=jnp.float32),
+        "ours gaussian_erfinv f64 block=1 (old default)": ours(noise="gaussian_erfinv", block=1),
         "ours rademacher f64": ours(block=8, noise="rademacher"),
         "ours rademacher f32 state": ours(block=8, noise="rademacher", dtype=jnp.float32),
     }
