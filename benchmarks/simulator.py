@@ -119,8 +119,10 @@ def throughput(quick: bool):
 
 
 def _rel_se_of_variance(group_cov):
-    """Relative standard error of v = tr(Sigma)/D from independent group covariances."""
-    v = np.trace(np.asarray(group_cov), axis1=1, axis2=2) / group_cov.shape[-1]
+    """Relative standard error of v = tr(Sigma)/D from independent group covariances ((G, D, D),
+    or (G, D) variances with ``statistics="diagonal"``)."""
+    g = np.asarray(group_cov)
+    v = (np.trace(g, axis1=1, axis2=2) if g.ndim == 3 else np.sum(g, axis=1)) / g.shape[-1]
     return float(np.std(v, ddof=1) / math.sqrt(v.size) / np.mean(v))
 
 
@@ -149,7 +151,11 @@ def time_to_precision(quick: bool, target: float = 0.01):
         "ours gaussian (ziggurat) f64": ours(),
         "ours gaussian (ziggurat) f32-noise": ours(noise_dtype=jnp.float32),
         "ours gaussian_erfinv f64 block=1 (old default)": ours(noise="gaussian_erfinv", block=1),
+        "ours gaussian (ziggurat) f64, diagonal statistics": ours(statistics="diagonal"),
+        "ours gaussian (ziggurat) f32-noise, diagonal": ours(statistics="diagonal",
+                                                             noise_dtype=jnp.float32),
         "ours rademacher f64": ours(block=8, noise="rademacher"),
+        "ours rademacher f64, diagonal statistics": ours(noise="rademacher", statistics="diagonal"),
         "ours rademacher f32 state": ours(block=8, noise="rademacher", dtype=jnp.float32),
     }
     times = interleaved(methods, repeats)

@@ -189,7 +189,8 @@ def ziggurat_normal(key, shape=(), dtype=None, *, _capacity_rows: int | None = N
                          "SGDTHEORY_NO_X64 is set); ask for dtype=float32 instead.")
     n = math.prod(shape)
     if n > _MAX_SIZE:
-        raise ValueError(f"at most 2**30 = {_MAX_SIZE} draws per call; got {n} (split the call).")
+        raise ValueError(f"at most 2**30 = {_MAX_SIZE} draws per call; got {n}: split the call "
+                         "(in quadratic_sgd one call draws block x replicas x D: lower block=).")
     if n == 0:
         return jnp.zeros(shape, out_dtype)
     tabs = ziggurat_tables()

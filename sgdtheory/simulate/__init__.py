@@ -3,7 +3,8 @@
 One engine (:func:`run_replicas`), one composable front-end (:func:`minibatch_sgd`: your per-example
 loss, a :class:`Dataset` or :class:`Online` data source, any optax optimizer, your ``observe``) and
 thin presets over it (:func:`quadratic_sgd`, :func:`linreg_sgd`, :func:`online_linreg_sgd`,
-:func:`state_dependent_sgd`, :func:`escape_times`, :func:`sde_escape_times`).  Every run returns a
+:func:`state_dependent_sgd`, :func:`escape_times`, :func:`sde_escape_times`).  Gaussian noise comes
+from :func:`ziggurat_normal` (exact, ~6x cheaper than ``jax.random.normal`` on CPU).  Every run returns a
 :class:`Stats` NamedTuple with means, covariances, standard errors from independent replica groups,
 the number of diverged replicas and, on request, histograms, tail probabilities and first-passage
 steps; :func:`compare` tabulates a prediction against it.  Simulators never import the theory
@@ -33,6 +34,7 @@ from sgdtheory.simulate.linreg import linreg_sgd, online_linreg_sgd
 from sgdtheory.simulate.optimizers import build_optimizer, pnm, precondition
 from sgdtheory.simulate.quadratic import NOISE_KINDS, NoiseLawWarning, draw_noise, quadratic_sgd
 from sgdtheory._checks import check_key
+from sgdtheory._ziggurat import ziggurat_normal
 from sgdtheory.simulate.escape import (  # noqa: E402
     EscapeSummary,
     EscapeTimes,
@@ -82,4 +84,5 @@ __all__ = [
     "state_dependent_sgd",
     "summarize",
     "z_threshold",
+    "ziggurat_normal",
 ]

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from sgdtheory import _checks
+from sgdtheory._ziggurat import ziggurat_normal
 from sgdtheory.simulate._engine import Stats, first_passage
 from sgdtheory.simulate.data import Online
 from sgdtheory.simulate.minibatch import minibatch_sgd
@@ -105,7 +106,7 @@ def _noise_gradient(grad: Callable, noise_scale):
 
 def _standard_normal(d, dtype):
     def sample(k, shape):
-        return jax.random.normal(k, tuple(shape) + (d,), dtype)
+        return ziggurat_normal(k, tuple(shape) + (d,), dtype)
 
     return sample
 

@@ -24,6 +24,7 @@ import optax
 from sgdtheory import _checks
 from sgdtheory._sampling import sample_indices
 from sgdtheory._linalg import psd_sqrt
+from sgdtheory._ziggurat import ziggurat_normal
 from sgdtheory.simulate._engine import Stats
 from sgdtheory.simulate.data import SAMPLING_RULES, Dataset, Online
 from sgdtheory.simulate.minibatch import minibatch_sgd
@@ -214,7 +215,7 @@ def noisy_dataset(inputs, targets, label_noise_var, sampling="with_replacement",
         shape = tuple(shape)
         k_idx, k_eps = jax.random.split(k)
         idx = sample_indices(k_idx, sampling, n, shape)
-        eps = jax.random.normal(k_eps, shape, dtype)
+        eps = ziggurat_normal(k_eps, shape, dtype)
         return x[idx], y[idx] + sigma * eps
 
     return sample
@@ -236,7 +237,7 @@ def gaussian_teacher(input_cov, w_star, label_noise_var=0.0, *, input_noise_cov=
     width = 2 * d + 1 if b_half is not None else d + 1
 
     def sample(k, shape):
-        z = jax.random.normal(k, tuple(shape) + (width,), dtype)
+        z = ziggurat_normal(k, tuple(shape) + (width,), dtype)
         x = z[..., :d] @ a_half
         y = x @ u + sigma * z[..., d]
         if b_half is not None:
