@@ -4,7 +4,7 @@ One engine (:func:`run_replicas`), one composable front-end (:func:`minibatch_sg
 loss, a :class:`Dataset` or :class:`Online` data source, any optax optimizer, your ``observe``) and
 thin presets over it (:func:`quadratic_sgd`, :func:`linreg_sgd`, :func:`online_linreg_sgd`,
 :func:`state_dependent_sgd`, :func:`escape_times`, :func:`sde_escape_times`).  Gaussian noise comes
-from :func:`ziggurat_normal` (exact, ~6x cheaper than ``jax.random.normal`` on CPU).  Every run returns a
+from :func:`ziggurat_normal` (exact, ~5x cheaper than ``jax.random.normal`` on CPU).  Every run returns a
 :class:`Stats` NamedTuple with means, covariances, standard errors from independent replica groups,
 the number of diverged replicas and, on request, histograms, tail probabilities and first-passage
 steps; :func:`compare` tabulates a prediction against it.  Simulators never import the theory

@@ -58,7 +58,7 @@ def draw_noise(key, shape, kind: str, dtype):
     r"""Standardised noise :math:`z` with :math:`\mathbb E z = 0`, :math:`\operatorname{Cov} z = I`.
 
     * ``"gaussian"`` (the default): exact standard normals from a vectorised ziggurat over JAX's
-      threefry bits (:func:`ziggurat_normal`; ~6x cheaper than ``jax.random.normal`` per float64
+      threefry bits (:func:`ziggurat_normal`; ~5x cheaper than ``jax.random.normal`` per float64
       draw on CPU).
     * ``"gaussian_erfinv"``: ``jax.random.normal`` (inverse-CDF transform) -- the same law, another
       stream; the default before the ziggurat, kept to reproduce earlier runs.
