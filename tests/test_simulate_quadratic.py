@@ -85,6 +85,25 @@ def test_mean_with_weight_decay_and_offset_minimum():
     assert np.all(np.abs(z) <= z_threshold(stats.groups, 2))
 
 
+def test_default_minimum_skips_the_centring_exactly():
+    """w_star=None skips the w - w* kernel; the numbers equal an explicit zero minimum exactly."""
+    kw = dict(steps=64, replicas=256, burn_in=8, sam_radius=0.1, weight_decay=0.05)
+    a = st.simulate.quadratic_sgd(jax.random.key(5), H, C, 0.5, **kw)
+    b = st.simulate.quadratic_sgd(jax.random.key(5), H, C, 0.5, **kw, w_star=np.zeros(2))
+    np.testing.assert_array_equal(np.asarray(a.cov), np.asarray(b.cov))
+    np.testing.assert_array_equal(np.asarray(a.mean), np.asarray(b.mean))
+
+
+def test_far_minimum_keeps_float32_precision():
+    """A far minimum (|w*| = 1e4, fluctuations ~1) in float32: the nonzero-w* path (subtract,
+    then multiply) and the shifted statistics keep the covariance about w* on the theory."""
+    far = np.array([1e4, -1e4])
+    lr = 0.5
+    s = st.simulate.quadratic_sgd(jax.random.key(6), H, C, lr, **RUN, w_star=far, init=far,
+                                  dtype=jnp.float32)
+    assert_cov_agrees(s, st.stationary_covariance(H, C, lr))
+
+
 @pytest.mark.parametrize("t", [1, 5, 40])
 def test_covariance_after_matches_simulation_at_fixed_time(t):
     """Statistics of the last step only (burn_in = t - 1) give Cov(w_t) over replicas."""

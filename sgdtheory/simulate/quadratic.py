@@ -144,8 +144,9 @@ def quadratic_sgd(
       groups, record_every, record_replicas, divergence_threshold: see
         :func:`sgdtheory.simulate.run_replicas`.
       noise_dtype: dtype the standard noise is drawn (and multiplied by :math:`C^{1/2}`) in before
-        it is cast to ``dtype``; ``jnp.float32`` noise into a float64 state is ~1.3x faster on CPU
-        and changes :math:`C` by a relative ~1e-7 (default: ``dtype``).
+        it is cast to ``dtype``; ``jnp.float32`` noise into a float64 state changes :math:`C` by a
+        relative ~1e-7 and gains little with the default ziggurat (~1 % on a 2-core CPU; ~1.3x
+        with ``"gaussian_erfinv"``; docs/performance.md) (default: ``dtype``).
       block: steps of noise drawn at once and statistics merged at once (default: 8, or 1 for
         ``"gaussian_erfinv"``, where blocks were measured slower on CPU, and where ``chunk_steps``
         is not a multiple of 8).  Static.
@@ -241,7 +242,8 @@ def quadratic_sgd(
     # momentum, weight decay, H, C or the SAM radius reuses one compiled simulator.
     opt = preset_optimizer(lr, momentum=momentum, nesterov=nesterov, optimizer=optimizer,
                            preconditioner=None if p is None else p.astype(dtype))
-    gradient = _quadratic_gradient(h.astype(dtype), ws.astype(dtype),
+    gradient = _quadratic_gradient(h.astype(dtype),
+                                   None if w_star is None else ws.astype(dtype),
                                    None if _checks.is_zero(weight_decay) else jnp.asarray(weight_decay, dtype),
                                    None if _checks.is_zero(sam_radius) else jnp.asarray(sam_radius, dtype),
                                    None if p is None else p.astype(dtype))
@@ -284,14 +286,19 @@ def _quadratic_gradient(h, w_star, weight_decay, sam_radius, p):
     :math:`w + \rho P\hat g(w)` with the *same* ``xi``.  Weight decay is part of the loss, so the
     SAM ascent sees it (the convention of :func:`sgdtheory.quadratic.usam`)."""
 
+    # With w* = 0 (the default) the subtraction is skipped: it is one more kernel per step
+    # (measured ~10 % of a D = 10 Rademacher run).  A nonzero w* is subtracted before the product,
+    # as before, not folded into a constant H w* (which would cancel when |w*| >> |w - w*|).
+    centre = (lambda v: v) if w_star is None else (lambda v: v - w_star)
+
     def grad(w, batch):
         xi = batch[0]
-        g = (w - w_star) @ h + xi
+        g = centre(w) @ h + xi
         if weight_decay is not None:
             g = g + weight_decay * w
         if sam_radius is not None:
             w_adv = w + sam_radius * (g if p is None else g @ p)
-            g = (w_adv - w_star) @ h + xi
+            g = centre(w_adv) @ h + xi
             if weight_decay is not None:
                 g = g + weight_decay * w_adv
         return g
