@@ -783,7 +783,7 @@ def dataset_tail_index_mc(key, inputs, lr, batch_size=1, *, sampling="with_repla
                           particles=particles, steps=steps, burn_in=burn_in, repeats=repeats)
 
 
-# -------------------------------------------------------------------------------- 1-D moments
+# --------------------------------------------------------- moments (1-D, and isotropic d-D)
 
 
 def _chi2_moments(s, n):
@@ -812,54 +812,120 @@ def online_second_moment_1d(input_var, lr, batch_size, *, label_noise_var) -> fl
     return lr * s2 / den
 
 
-def online_fourth_moment(input_var, lr, batch_size, *, label_noise_var) -> float:
-    r"""Stationary :math:`E e^4` of 1-D online SGD (exact closed moment recursion).
+def _chi2_moment(k, j):
+    """E X^j for X ~ chi^2_k (k >= 0; chi^2_0 is the point mass at 0)."""
+    return _chi2_moments(k, j)[j] if k > 0 else float(j == 0)
 
-    ``linreg.online_fourth_moment``.  With :math:`e' = me + \lambda b`, :math:`m=1-cR`,
-    :math:`b\,|\,R\sim\mathcal N(0, a\sigma^2R/S^2)`, odd terms vanish (b symmetric given x, e
-    symmetric), so
+
+def _expect(poly, dofs):
+    """E of a polynomial in independent chi-square variables: ``poly`` maps exponent tuples to
+    coefficients, ``dofs`` gives each variable's degrees of freedom."""
+    total = 0.0
+    for powers, coef in poly.items():
+        term = coef
+        for k, j in zip(dofs, powers):
+            term *= _chi2_moment(k, j)
+        total += term
+    return total
+
+
+def _poly_mul(p, q):
+    out = {}
+    for a, ca in p.items():
+        for b, cb in q.items():
+            key = tuple(x + y for x, y in zip(a, b))
+            out[key] = out.get(key, 0.0) + ca * cb
+    return out
+
+
+class _StepMoments(NamedTuple):
+    """Moments of one online step e' = M e + lr b (isotropic inputs), for any unit vector u."""
+    em2: float  # E|Mu|^2
+    em4: float  # E|Mu|^4
+    eb2: float  # E|b|^2
+    eb4: float  # E|b|^4
+    emb2: float  # E (u^T M b)^2
+    em2b2: float  # E |Mu|^2 |b|^2
+
+
+def _step_moments(a, lr, s, d, s2) -> _StepMoments:
+    r"""Exact one-step moments by the chi-square reduction (docs/theory/tails.md, section 5).
+
+    With :math:`W = X^\top X/a` (Wishart, S dof, identity), :math:`c = a\lambda/S`, a unit u and
+    independent :math:`R\sim\chi^2_S`, :math:`Q\sim\chi^2_{d-1}`, :math:`Y\sim\chi^2_{S-1}`,
+    :math:`F\sim\chi^2_{(S-1)(d-1)}`:
+    :math:`u^\top Wu = R`, :math:`|Wu|^2 = R^2+RQ`, :math:`u^\top W^3u = R^3+2R^2Q+RQ^2+RQY`,
+    :math:`\operatorname{tr}W = R+Q+F`.  Given X, :math:`b = X^\top\varepsilon/S` is Gaussian with
+    covariance :math:`a\sigma^2W/S^2`."""
+    c = a * lr / s
+    dofs = (s, d - 1, s - 1, (s - 1) * (d - 1))  # R, Q, Y, F
+    m2 = {(0, 0, 0, 0): 1.0, (1, 0, 0, 0): -2 * c, (2, 0, 0, 0): c * c, (1, 1, 0, 0): c * c}
+    mwm = {(1, 0, 0, 0): 1.0, (2, 0, 0, 0): -2 * c, (1, 1, 0, 0): -2 * c,
+           (3, 0, 0, 0): c * c, (2, 1, 0, 0): 2 * c * c, (1, 2, 0, 0): c * c,
+           (1, 1, 1, 0): c * c}  # u^T M W M u
+    trace = {(1, 0, 0, 0): 1.0, (0, 1, 0, 0): 1.0, (0, 0, 0, 1): 1.0}
+    k = a * s2 / s ** 2  # Cov(b | X) = k W
+    tr_w2 = d * s * (s + 2) + d * (d - 1) * s  # E tr W^2
+    return _StepMoments(
+        em2=_expect(m2, dofs), em4=_expect(_poly_mul(m2, m2), dofs),
+        eb2=k * s * d, eb4=k * k * (s * d * (s * d + 2) + 2 * tr_w2),
+        emb2=k * _expect(mwm, dofs), em2b2=k * _expect(_poly_mul(m2, trace), dofs))
+
+
+def online_fourth_moment(input_var, lr, batch_size, *, label_noise_var) -> float:
+    r"""Stationary :math:`E\|e\|^4` of online SGD with isotropic Gaussian inputs (exact closed
+    moment recursion; :math:`E e^4` in 1-D).
+
+    ``linreg.online_fourth_moment``.  One step is :math:`e' = Me + \lambda b`,
+    :math:`M = I - \lambda\hat H`, :math:`b = X^\top\varepsilon/S`, independent of e.  Terms odd in
+    the label noise vanish, and rotation invariance makes every one-step moment independent of the
+    direction :math:`u = e/\|e\|`, so
 
     .. math::
-        E e^4 = \frac{6\lambda^2 E[m^2b^2]\,E e^2 + \lambda^4 E b^4}{1 - E m^4},\quad
-        E[m^2b^2] = \frac{a\sigma^2}{S^2}\big(S - 2cS(S+2) + c^2S(S+2)(S+4)\big),\quad
-        E b^4 = \frac{3a^2\sigma^4(S+2)}{S^3},
+        E\|e'\|^4 = E\|Mu\|^4\,E\|e\|^4
+          + \lambda^2\big(4E(u^\top Mb)^2 + 2E\|Mu\|^2\|b\|^2\big)E\|e\|^2 + \lambda^4E\|b\|^4
 
-    :math:`Em^4 = \sum_j\binom4j(-c)^jER^j`, :math:`ER^j=S(S+2)\cdots(S+2j-2)`.
+    closes on :math:`(E\|e\|^2, E\|e\|^4)`, with
+    :math:`E\|e\|^2 = \lambda^2E\|b\|^2/(1 - E\|Mu\|^2)`.  The constants are polynomials in
+    independent chi-square variables (:math:`\|Mu\|^2 = (1-cR)^2 + c^2RQ`, the reduction of
+    :func:`tail_index`; derivation in docs/theory/tails.md).  In 1-D this is
+    :math:`(6\lambda^2E[m^2b^2]Ee^2 + \lambda^4Eb^4)/(1 - Em^4)` with :math:`m = 1 - cR`.
 
-    Moments: finite iff :math:`Em^4<1` iff :math:`\beta>4`; returns ``inf`` otherwise (never a
-    negative "fourth moment").  A *simulated* fourth moment has a valid standard error only for
-    :math:`\beta>8`.  ``label_noise_var = 0``: the stationary law is the point mass at 0, so 0 is
-    returned (while a.s. stable).
+    Moments: finite iff :math:`E\|Mu\|^4 < 1` iff the tail index :math:`\beta > 4`; returns ``inf``
+    otherwise (never a negative "fourth moment").  A *simulated* fourth moment has a valid standard
+    error only for :math:`\beta > 8`.  ``label_noise_var = 0``: the stationary law is the point
+    mass at 0, so 0 is returned (while a.s. stable).
 
     Args:
-      input_var: :math:`a>0` (scalar or ``(1, 1)``).
+      input_var: :math:`a > 0`: a scalar, ``(1, 1)`` or an isotropic ``(d, d)`` matrix :math:`aI`.
       lr, batch_size: :math:`\lambda`, ``S``.
-      label_noise_var: :math:`\sigma^2\ge0`.
+      label_noise_var: :math:`\sigma^2 \ge 0`.
+
+    Example:
+      >>> import numpy as np, sgdtheory as st
+      >>> round(st.linreg.online_fourth_moment(np.eye(3), 0.1, 4, label_noise_var=1.0), 6)
+      0.002896
     """
     a, d = _isotropic(input_var)
-    if d != 1:
-        raise ValueError("online_fourth_moment is implemented for 1-D inputs only.")
     lr, s, s2 = _lr(lr), _batch(batch_size), _noise(label_noise_var)
-    c = a * lr / s
-    er = _chi2_moments(s, 4)
-    em4 = sum(math.comb(4, j) * (-c) ** j * er[j] for j in range(5))
-    if em4 >= 1.0:
+    mo = _step_moments(a, lr, s, d, s2)
+    if mo.em4 >= 1.0:
         return math.inf
     if s2 == 0.0:
         return 0.0
-    e2 = online_second_moment_1d(a, lr, s, label_noise_var=s2)
-    em2b2 = a * s2 / s ** 2 * (er[1] - 2 * c * er[2] + c * c * er[3])
-    eb4 = 3.0 * a * a * s2 * s2 * (s + 2) / s ** 3
-    return (6.0 * lr ** 2 * em2b2 * e2 + lr ** 4 * eb4) / (1.0 - em4)
+    e2 = lr ** 2 * mo.eb2 / (1.0 - mo.em2)
+    return (lr ** 2 * (4.0 * mo.emb2 + 2.0 * mo.em2b2) * e2 + lr ** 4 * mo.eb4) / (1.0 - mo.em4)
 
 
 def online_kurtosis(input_var, lr, batch_size, *, label_noise_var) -> float:
-    r"""Stationary kurtosis :math:`E e^4/(E e^2)^2` of 1-D online SGD (3 for a Gaussian).
+    r"""Stationary kurtosis :math:`E\|e\|^4/(E\|e\|^2)^2` of online SGD with isotropic inputs.
 
-    ``linreg.online_kurtosis``.  Uses :func:`online_fourth_moment` and
-    :math:`Ee^2=\lambda\sigma^2/(2S-a\lambda(S+2))`.  Finite iff :math:`\beta>4`; ``inf`` when
-    :math:`\beta\le4` (including :math:`\beta\le2`, where both moments are infinite).  A simulated
-    kurtosis has a valid standard error only for :math:`\beta>8`.
+    ``linreg.online_kurtosis``.  A Gaussian isotropic e in d dimensions gives :math:`1 + 2/d`
+    (3 in 1-D); SGD's multiplicative noise makes it larger.  Uses :func:`online_fourth_moment` and
+    :math:`E\|e\|^2 = \lambda^2E\|b\|^2/(1-E\|Mu\|^2)` (equal to the trace of
+    ``linreg.online_stationary(...).param_cov``).  Finite iff :math:`\beta > 4`; ``inf`` when
+    :math:`\beta \le 4` (including :math:`\beta \le 2`, where both moments are infinite).  A
+    simulated kurtosis has a valid standard error only for :math:`\beta > 8`.
 
     Raises:
       ValueError: ``label_noise_var == 0`` (point-mass law: kurtosis undefined), plus
@@ -871,7 +937,10 @@ def online_kurtosis(input_var, lr, batch_size, *, label_noise_var) -> float:
     m4 = online_fourth_moment(input_var, lr, batch_size, label_noise_var=label_noise_var)
     if math.isinf(m4):
         return math.inf
-    m2 = online_second_moment_1d(input_var, lr, batch_size, label_noise_var=label_noise_var)
+    a, d = _isotropic(input_var)
+    lr = _lr(lr)
+    mo = _step_moments(a, lr, _batch(batch_size), d, _noise(label_noise_var))
+    m2 = lr ** 2 * mo.eb2 / (1.0 - mo.em2)
     return m4 / m2 ** 2
 
 
