@@ -80,6 +80,24 @@ def test_failing_or_broken_check_gives_exit_status_1():
     assert "test/always-fails" not in registry()
 
 
+def test_release_compiled_programs_clears_only_past_the_threshold():
+    """The guard against Linux's mapping limit: a no-op below the threshold, a cache clear past
+    it (a threshold of 0 forces it), after which jitted code still runs (recompiled)."""
+    import sys
+
+    import jax
+    import jax.numpy as jnp
+
+    from sgdtheory.crosscheck._runner import release_compiled_programs
+
+    f = jax.jit(lambda x: x * 2.0)
+    assert float(f(jnp.asarray(1.0))) == 2.0
+    assert release_compiled_programs(max_mappings=10 ** 9) is False
+    forced = release_compiled_programs(max_mappings=0)
+    assert forced is sys.platform.startswith("linux")
+    assert float(f(jnp.asarray(2.0))) == 4.0
+
+
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "sgdtheory.crosscheck.cli", "crosscheck", "--list"],
                          capture_output=True, text=True, check=True)

@@ -12,7 +12,7 @@ import jax
 
 from sgdtheory.crosscheck._registry import Comparison, select
 
-__all__ = ["CheckResult", "run"]
+__all__ = ["CheckResult", "run", "release_compiled_programs"]
 
 
 @dataclass
@@ -41,6 +41,28 @@ def check_key(seed: int, name: str):
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
+def release_compiled_programs(max_mappings: int = 32_000) -> bool:
+    """Clear JAX's compilation caches when this process holds more than ``max_mappings`` memory
+    mappings; returns whether it did.
+
+    Every XLA:CPU executable keeps a few mappings of JIT code, and Linux limits a process to
+    ``vm.max_map_count`` (65 530 by default) of them: past it, LLVM's next allocation fails and
+    the process dies with a segmentation fault inside a compile.  The whole test suite crossed it
+    (a crash in ``backend_compile_and_load``); the quick crosscheck peaks at ~25 000.  Clearing
+    after every check instead cost 39 % of the crosscheck's time (recompiling shared programs), so
+    it happens only near the limit.  Linux only (reads ``/proc/self/maps``); elsewhere a no-op.
+    """
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            count = sum(1 for _ in f)
+    except OSError:
+        return False
+    if count < max_mappings:
+        return False
+    jax.clear_caches()
+    return True
+
+
 def run(pattern: str | None = None, *, mode: str = "quick", seed: int = 0, progress=None):
     """Run the checks matching ``pattern``; returns a list of :class:`CheckResult`.
 
@@ -66,6 +88,7 @@ def run(pattern: str | None = None, *, mode: str = "quick", seed: int = 0, progr
             traceback.print_exc(file=sys.stderr)
         res.seconds = time.perf_counter() - t0
         results.append(res)
+        release_compiled_programs()
     if progress is not None:
         progress(len(checks), len(checks), "")
     return results
