@@ -812,19 +812,14 @@ def online_second_moment_1d(input_var, lr, batch_size, *, label_noise_var) -> fl
     return lr * s2 / den
 
 
-def _chi2_moment(k, j):
-    """E X^j for X ~ chi^2_k (k >= 0; chi^2_0 is the point mass at 0)."""
-    return _chi2_moments(k, j)[j] if k > 0 else float(j == 0)
-
-
 def _expect(poly, dofs):
     """E of a polynomial in independent chi-square variables: ``poly`` maps exponent tuples to
-    coefficients, ``dofs`` gives each variable's degrees of freedom."""
+    coefficients, ``dofs`` gives each variable's degrees of freedom (0: the point mass at 0)."""
     total = 0.0
     for powers, coef in poly.items():
         term = coef
         for k, j in zip(dofs, powers):
-            term *= _chi2_moment(k, j)
+            term *= _chi2_moments(k, j)[j]
         total += term
     return total
 
@@ -906,15 +901,21 @@ def online_fourth_moment(input_var, lr, batch_size, *, label_noise_var) -> float
       >>> round(st.linreg.online_fourth_moment(np.eye(3), 0.1, 4, label_noise_var=1.0), 6)
       0.002896
     """
+    return _online_moments(input_var, lr, batch_size, label_noise_var)[1]
+
+
+def _online_moments(input_var, lr, batch_size, label_noise_var):
+    """``(E||e||^2, E||e||^4)`` of :func:`online_fourth_moment`'s recursion (validated inputs;
+    ``inf`` fourth moment when beta <= 4, ``(0, 0)`` without label noise)."""
     a, d = _isotropic(input_var)
     lr, s, s2 = _lr(lr), _batch(batch_size), _noise(label_noise_var)
     mo = _step_moments(a, lr, s, d, s2)
+    if s2 == 0.0 and mo.em4 < 1.0:
+        return 0.0, 0.0
+    e2 = lr ** 2 * mo.eb2 / (1.0 - mo.em2) if mo.em2 < 1.0 else math.inf  # beta > 2 iff em2 < 1
     if mo.em4 >= 1.0:
-        return math.inf
-    if s2 == 0.0:
-        return 0.0
-    e2 = lr ** 2 * mo.eb2 / (1.0 - mo.em2)
-    return (lr ** 2 * (4.0 * mo.emb2 + 2.0 * mo.em2b2) * e2 + lr ** 4 * mo.eb4) / (1.0 - mo.em4)
+        return e2, math.inf
+    return e2, (lr ** 2 * (4.0 * mo.emb2 + 2.0 * mo.em2b2) * e2 + lr ** 4 * mo.eb4) / (1.0 - mo.em4)
 
 
 def online_kurtosis(input_var, lr, batch_size, *, label_noise_var) -> float:
@@ -934,14 +935,8 @@ def online_kurtosis(input_var, lr, batch_size, *, label_noise_var) -> float:
     if _noise(label_noise_var) == 0.0:
         raise ValueError("with label_noise_var = 0 the stationary law is the point mass at 0: "
                          "its kurtosis is undefined.")
-    m4 = online_fourth_moment(input_var, lr, batch_size, label_noise_var=label_noise_var)
-    if math.isinf(m4):
-        return math.inf
-    a, d = _isotropic(input_var)
-    lr = _lr(lr)
-    mo = _step_moments(a, lr, _batch(batch_size), d, _noise(label_noise_var))
-    m2 = lr ** 2 * mo.eb2 / (1.0 - mo.em2)
-    return m4 / m2 ** 2
+    m2, m4 = _online_moments(input_var, lr, batch_size, label_noise_var)
+    return math.inf if math.isinf(m4) else m4 / m2 ** 2
 
 
 # ----------------------------------------------------------------------------- estimators
